@@ -1,0 +1,1 @@
+"""Survey data layer: one HDF5-shard format for real and simulated galaxies."""

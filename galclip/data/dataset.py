@@ -1,0 +1,380 @@
+"""PyTorch datasets over galclip HDF5 shards.
+
+Two access patterns:
+
+* :class:`SurveyDataset` — map-style random access (fine-tuning, embedding, evaluation).
+  HDF5 files are opened lazily *in the process that reads them*, so DataLoader workers
+  never share a file handle.
+* :class:`StreamingSurvey` — an ``IterableDataset`` for survey-scale pretraining. It reads
+  contiguous row blocks (bounded memory whatever the survey size), shuffles blocks and a
+  bounded buffer with a seed that depends only on ``(seed, epoch)``, and splits blocks
+  deterministically over distributed ranks × DataLoader workers. Every rank yields the same
+  number of samples per epoch (short ranks wrap around), which DDP needs.
+
+Both return the same item dictionary (see :func:`make_item`).
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from galclip.data import schema as S
+from galclip.data.preprocess import ImagePrep, SpectrumPrep, prepare_image, prepare_spectrum
+from galclip.data.shards import Manifest, read_manifest
+from galclip.errors import InputFileError
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which dataset to read and how to preprocess it.
+
+    Attributes:
+        path: dataset directory (with ``manifest.json``).
+        image: image preprocessing.
+        spectrum: spectrum preprocessing.
+        label_columns: label/parameter columns to return (default: all in the manifest).
+        block_rows: rows read per HDF5 access when streaming (memory ∝ block × buffer).
+        shuffle_blocks: blocks held in the shuffle buffer when streaming.
+    """
+
+    path: str = ""
+    image: ImagePrep = dataclasses.field(default_factory=ImagePrep)
+    spectrum: SpectrumPrep = dataclasses.field(default_factory=SpectrumPrep)
+    label_columns: list[str] | None = None
+    block_rows: int = 64
+    shuffle_blocks: int = 8
+
+
+class _ShardReader:
+    """Lazily opened, per-process HDF5 handles (re-opened after a fork)."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def file(self, i: int) -> h5py.File:
+        if os.getpid() != self._pid:  # forked worker: never reuse the parent's handles
+            self._files = {}
+            self._pid = os.getpid()
+        f = self._files.get(i)
+        if f is None:
+            try:
+                f = h5py.File(self.paths[i], "r")
+            except OSError as exc:
+                raise InputFileError(self.paths[i], f"cannot open shard ({exc})") from None
+            self._files[i] = f
+        return f
+
+    def close(self) -> None:
+        for f in self._files.values():
+            try:
+                f.close()
+            except Exception:  # pragma: no cover - closing a dead handle
+                pass
+        self._files = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"paths": self.paths, "_files": {}, "_pid": -1}
+
+
+def read_rows(h5: h5py.File, start: int, stop: int, label_columns: Sequence[str],
+              tabular_columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Read raw rows ``start:stop`` of one shard as dicts (one contiguous HDF5 read per column)."""
+    n = stop - start
+    out: list[dict[str, Any]] = [dict() for _ in range(n)]
+
+    def put(key: str, arr: Any) -> None:
+        for i in range(n):
+            out[i][key] = arr[i]
+
+    ids = h5[S.OBJECT_ID][start:stop]
+    put(S.OBJECT_ID, [v.decode() if isinstance(v, bytes) else str(v) for v in ids])
+    for key in (S.RA, S.DEC, S.Z, S.HAS_IMAGE, S.HAS_SPECTRUM):
+        put(key, h5[key][start:stop])
+    if S.IMAGE in h5:
+        put(S.IMAGE, h5[S.IMAGE][start:stop])
+        put(S.IMAGE_IVAR, h5[S.IMAGE_IVAR][start:stop])
+    if S.SPEC_FLUX in h5:
+        put(S.SPEC_FLUX, h5[S.SPEC_FLUX][start:stop])
+        put(S.SPEC_IVAR, h5[S.SPEC_IVAR][start:stop])
+        put(S.SPEC_MASK, h5[S.SPEC_MASK][start:stop])
+    for key in label_columns:
+        put(key, h5[key][start:stop] if key in h5 else np.full(n, np.nan))
+    if tabular_columns:
+        grp = h5.get(S.TABULAR_GROUP)
+        tab = np.stack([grp[c][start:stop] if grp is not None and c in grp else np.full(n, np.nan, np.float32)
+                        for c in tabular_columns], axis=1).astype(np.float32)
+        put("tabular", tab)
+    return out
+
+
+class _ItemMaker:
+    """Turns raw rows into model-ready tensors; shared by both dataset kinds."""
+
+    def __init__(self, manifest: Manifest, wave: np.ndarray | None, cfg: DataConfig) -> None:
+        self.manifest = manifest
+        self.wave = wave
+        self.cfg = cfg
+        self.labels = list(manifest.label_columns if cfg.label_columns is None else cfg.label_columns)
+        self.tabular = list(manifest.tabular_columns)
+        self.n_bands = len(manifest.bands)
+        self.n_spec = self._spec_len()
+
+    def _spec_len(self) -> int:
+        if not self.manifest.has_spectra or self.wave is None:
+            return 0
+        sp = self.cfg.spectrum
+        n = sp.n_rest if sp.rest_frame else self.manifest.n_wave
+        return n // max(1, sp.downsample)
+
+    def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
+        return make_item(row, index, self)
+
+
+def make_item(row: dict[str, Any], index: int, mk: _ItemMaker) -> dict[str, Any]:
+    """Model-ready item.
+
+    Keys: ``index``, ``object_id``, ``ra``, ``dec``, ``z``, ``has_image``, ``image``
+    (B,H,W float32 in noise units, *not yet* arcsinh-stretched), ``image_ivar``,
+    ``has_spectrum``, ``spectrum`` (L,) normalised flux, ``spectrum_ivar`` (L,) (0 = bad
+    pixel), ``labels`` (float32 vector in ``label_names`` order, NaN = unknown),
+    ``tabular`` (float32, NaN = missing). Missing modalities are zero tensors with the
+    ``has_*`` flag False.
+    """
+    cfg = mk.cfg
+    size = cfg.image.size
+    item: dict[str, Any] = {
+        "index": int(index),
+        "object_id": row[S.OBJECT_ID],
+        "ra": float(row[S.RA]),
+        "dec": float(row[S.DEC]),
+        "z": float(row[S.Z]),
+    }
+    has_img = bool(row.get(S.HAS_IMAGE, False)) and mk.n_bands > 0
+    if has_img:
+        img, ivar = prepare_image(row[S.IMAGE], row[S.IMAGE_IVAR], cfg.image)
+    else:
+        img = np.zeros((max(mk.n_bands, 1), size, size), np.float32)
+        ivar = np.zeros_like(img)
+    item.update(has_image=has_img, image=torch.from_numpy(img), image_ivar=torch.from_numpy(ivar))
+    has_spec = bool(row.get(S.HAS_SPECTRUM, False)) and mk.n_spec > 0
+    if has_spec:
+        ivar_in = np.where(row[S.SPEC_MASK], 0, row[S.SPEC_IVAR]).astype(np.float32)
+        flux, sivar = prepare_spectrum(mk.wave, row[S.SPEC_FLUX], ivar_in, float(row[S.Z]), cfg.spectrum)
+        has_spec = bool((sivar > 0).sum() >= 8)
+    if not has_spec:
+        flux = np.zeros(max(mk.n_spec, 1), np.float32)
+        sivar = np.zeros_like(flux)
+    item.update(has_spectrum=has_spec, spectrum=torch.from_numpy(flux), spectrum_ivar=torch.from_numpy(sivar))
+    item["labels"] = torch.tensor([float(row.get(k, np.nan)) for k in mk.labels], dtype=torch.float32)
+    item["tabular"] = torch.from_numpy(np.asarray(row.get("tabular", np.zeros(0)), np.float32))
+    return item
+
+
+def _open(root: str | Path) -> tuple[Manifest, list[Path], np.ndarray | None]:
+    root = Path(root)
+    man = read_manifest(root)
+    paths = [root / s.path for s in man.shards]
+    wave = None
+    if man.has_spectra and paths:
+        with h5py.File(paths[0], "r") as h5:
+            wave = h5[S.SPEC_LAMBDA][()] if S.SPEC_LAMBDA in h5 else None
+    return man, paths, wave
+
+
+class SurveyDataset(Dataset):
+    """Random-access dataset over all shards (optionally a subset of row ``indices``)."""
+
+    def __init__(self, cfg: DataConfig | str | Path, indices: Sequence[int] | None = None) -> None:
+        if not isinstance(cfg, DataConfig):
+            cfg = DataConfig(path=str(cfg))
+        self.cfg = cfg
+        self.manifest, paths, self.wave = _open(cfg.path)
+        self._reader = _ShardReader(paths)
+        self._offsets = np.cumsum([0] + [s.n_rows for s in self.manifest.shards]).tolist()
+        self._maker = _ItemMaker(self.manifest, self.wave, cfg)
+        self.indices = np.arange(self.manifest.n_rows) if indices is None else np.asarray(indices, dtype=np.int64)
+
+    @property
+    def label_names(self) -> list[str]:
+        return self._maker.labels
+
+    @property
+    def tabular_names(self) -> list[str]:
+        return self._maker.tabular
+
+    @property
+    def n_bands(self) -> int:
+        return self._maker.n_bands
+
+    @property
+    def spectrum_length(self) -> int:
+        return self._maker.n_spec
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def locate(self, global_row: int) -> tuple[int, int]:
+        """Global row number → (shard index, row within shard)."""
+        s = bisect.bisect_right(self._offsets, global_row) - 1
+        return s, global_row - self._offsets[s]
+
+    def raw_row(self, i: int) -> dict[str, Any]:
+        g = int(self.indices[i])
+        s, r = self.locate(g)
+        return read_rows(self._reader.file(s), r, r + 1, self._maker.labels, self._maker.tabular)[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self._maker(self.raw_row(i), int(self.indices[i]))
+
+    def subset(self, indices: Sequence[int]) -> "SurveyDataset":
+        """A view on some rows (indices relative to this dataset)."""
+        return SurveyDataset(self.cfg, self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def column(self, name: str) -> np.ndarray:
+        """A whole per-row column (ids, ra/dec, z, flags, labels) for the rows of this view."""
+        parts = []
+        for s in range(len(self._reader.paths)):
+            h5 = self._reader.file(s)
+            if name == S.OBJECT_ID:
+                parts.append(np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][()]], dtype=object))
+            elif name in h5:
+                parts.append(h5[name][()])
+            elif S.TABULAR_GROUP in h5 and name in h5[S.TABULAR_GROUP]:
+                parts.append(h5[S.TABULAR_GROUP][name][()])
+            else:
+                raise KeyError(f"{self.cfg.path}: no column {name!r}")
+        full = np.concatenate(parts) if parts else np.zeros(0)
+        return full[self.indices]
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack item dicts into a batch (ids stay a list of strings)."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        if isinstance(vals[0], torch.Tensor):
+            out[key] = torch.stack(vals)
+        elif isinstance(vals[0], (bool, np.bool_)):
+            out[key] = torch.tensor(vals, dtype=torch.bool)
+        elif isinstance(vals[0], (int, np.integer)):
+            out[key] = torch.tensor(vals, dtype=torch.long)
+        elif isinstance(vals[0], (float, np.floating)):
+            out[key] = torch.tensor(vals, dtype=torch.float32)
+        else:
+            out[key] = vals
+    return out
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class StreamingSurvey(IterableDataset):
+    """Stream a survey of any size with bounded memory and deterministic sharding.
+
+    Args:
+        cfg: data config.
+        seed: base seed; the order of an epoch depends only on ``(seed, epoch)``.
+        shuffle: shuffle blocks and rows within the buffer.
+        rank, world_size: override the distributed rank (default: from torch.distributed).
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int = 0, shuffle: bool = True,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.skip = 0
+        self._rank, self._world = rank, world_size
+        self.manifest, paths, self.wave = _open(cfg.path)
+        self._reader = _ShardReader(paths)
+        self._maker = _ItemMaker(self.manifest, self.wave, cfg)
+        b = max(1, cfg.block_rows)
+        self.blocks = [(s, r, min(r + b, info.n_rows))
+                       for s, info in enumerate(self.manifest.shards) for r in range(0, info.n_rows, b)]
+
+    @property
+    def label_names(self) -> list[str]:
+        return self._maker.labels
+
+    @property
+    def n_bands(self) -> int:
+        return self._maker.n_bands
+
+    @property
+    def spectrum_length(self) -> int:
+        return self._maker.n_spec
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch's order; ``skip`` drops this many samples per rank (exact resume)."""
+        self.epoch = int(epoch)
+        self.skip = int(skip)
+
+    def _world_info(self) -> tuple[int, int]:
+        r, w = _dist_info()
+        return (self._rank if self._rank is not None else r, self._world if self._world is not None else w)
+
+    def samples_per_rank(self) -> int:
+        return self.manifest.n_rows // self._world_info()[1]
+
+    def __len__(self) -> int:
+        return self.samples_per_rank()
+
+    def _rank_rows(self) -> Iterator[tuple[int, int]]:
+        """(shard, row) pairs of this rank for this epoch, in order, wrapped to equal length."""
+        rank, world = self._world_info()
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.blocks)) if self.shuffle else np.arange(len(self.blocks))
+        mine = [self.blocks[i] for i in order[rank::world]] or [self.blocks[i] for i in order]
+        quota = self.samples_per_rank()
+        produced = 0
+        while produced < quota:
+            for s, a, b in mine:
+                for r in range(a, b):
+                    if produced >= quota:
+                        return
+                    yield s, r
+                    produced += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, 7919])
+        buffer: list[tuple[int, int]] = []
+        cap = max(1, self.cfg.shuffle_blocks * self.cfg.block_rows)
+        # Fix the rank's sample order first (shuffle buffer is a pure function of the seed),
+        # then hand out consecutive chunks to workers so a DataLoader keeps the order.
+        order: list[tuple[int, int]] = []
+        for pos in self._rank_rows():
+            buffer.append(pos)
+            if len(buffer) >= cap:
+                if self.shuffle:
+                    rng.shuffle(buffer)
+                order.extend(buffer)
+                buffer = []
+        if self.shuffle:
+            rng.shuffle(buffer)
+        order.extend(buffer)
+        order = order[self.skip:]
+        for k in range(wid, len(order), nworkers):
+            s, r = order[k]
+            row = read_rows(self._reader.file(s), r, r + 1, self._maker.labels, self._maker.tabular)[0]
+            yield self._maker(row, self._global(s, r))
+
+    def _global(self, s: int, r: int) -> int:
+        return sum(x.n_rows for x in self.manifest.shards[:s]) + r

@@ -1,0 +1,196 @@
+"""``galclip index``: embed a dataset (or take precomputed embeddings) and build a FAISS index.
+
+The output is an index directory (see :mod:`galclip.retrieval.store`). It is assembled in a
+staging directory beside the target and renamed into place at the end, so a killed build
+never leaves a half-written index that a later search would trust.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+from galclip.data.dataset import DataConfig
+from galclip.errors import ConfigError, InputFileError
+from galclip.retrieval.build import (apply_search_params, auto_factory, build_index, build_ondisk,
+                                     default_search_params)
+from galclip.retrieval.store import (EMBED_KINDS, EMBEDDINGS_FILE, INDEX_FILE, ID_COLUMNS, IndexManifest,
+                                     load_index, write_faiss, write_manifest, write_store)
+
+log = logging.getLogger(__name__)
+
+EmbedKind = Literal["image", "spectrum", "joint"]
+
+
+@dataclasses.dataclass
+class IndexConfig:
+    """Options of ``galclip index``.
+
+    Attributes:
+        data: dataset to embed (ignored when ``embeddings`` is given).
+        checkpoint: model checkpoint (``model.safetensors`` or its directory).
+        embeddings: precomputed embeddings file from ``galclip embed`` (skips the model).
+        out: index directory to write.
+        kind: which embedding the index holds; the others are stored beside it for
+            cross-modal queries.
+        factory: FAISS factory string; empty = chosen by size (Flat / HNSW / IVF).
+        search_params: search-time parameters (e.g. ``efSearch=128``, ``nprobe=32``);
+            empty = a default matched to the factory.
+        train_size: vectors sampled to train IVF/PQ quantisers.
+        batch_rows: vectors added per block (bounds memory).
+        shard_rows: >0 builds an IVF index in shards of this many vectors and merges the
+            inverted lists on disk (``index.ivfdata``, memory-mapped) — for surveys beyond RAM.
+        batch_size: embedding batch size when a model is run.
+        seed: sampling seed for training the quantisers.
+        overwrite: replace an existing index directory.
+    """
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    checkpoint: str = ""
+    embeddings: str = ""
+    out: str = "runs/index"
+    kind: EmbedKind = "joint"
+    factory: str = ""
+    search_params: str = ""
+    train_size: int = 100_000
+    batch_rows: int = 65536
+    shard_rows: int = 0
+    batch_size: int = 128
+    seed: int = 0
+    overwrite: bool = False
+
+
+def _split_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict, dict]:
+    """Embedding dict (``embed_dataset`` layout) → (id map, embeddings by kind, label columns)."""
+    for key in ("object_id",):
+        if key not in arrays:
+            raise ValueError(f"embeddings lack the {key!r} column")
+    n = len(arrays["object_id"])
+    idmap = {k: np.asarray(arrays[k]) for k in ID_COLUMNS if k in arrays}
+    emb = {k: arrays[k] for k in EMBED_KINDS if k in arrays and arrays[k] is not None}
+    labels = {}
+    for key, val in arrays.items():
+        if key in ID_COLUMNS or key in EMBED_KINDS:
+            continue
+        val = np.asarray(val)
+        if val.ndim == 1 and len(val) == n and np.issubdtype(val.dtype, np.number):
+            labels[key] = val
+    for key, kind in (("has_image", "image"), ("has_spectrum", "spectrum")):
+        if key not in idmap:
+            idmap[key] = (np.isfinite(np.asarray(emb[kind])).all(axis=1) if kind in emb else np.zeros(n, bool))
+    return idmap, emb, labels
+
+
+def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any],
+                    kind: str, labels: Mapping[str, np.ndarray] | None = None, factory: str = "",
+                    search_params: str = "", checkpoint_sha256: str = "", model_name: str = "",
+                    dataset: str = "", checkpoint: str = "", train_size: int = 100_000,
+                    batch_rows: int = 65536, shard_rows: int = 0, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write a complete index directory from arrays — the model-free core of ``galclip index``.
+
+    Args:
+        out: index directory.
+        idmap: ``object_id``, ``ra``, ``dec``, ``has_image``, ``has_spectrum`` (N,).
+        embeddings: kind → (N,D) array-like; ``kind`` is indexed, all are stored.
+        kind: embedding kind to index.
+        labels: label columns kept with the id map (for ``galclip label`` / ``candidates``).
+        factory: FAISS factory string ("" = automatic by size).
+        search_params: search-time parameters ("" = default for the factory).
+        checkpoint_sha256, model_name, dataset, checkpoint: provenance for the manifest.
+        train_size, batch_rows, shard_rows, seed: see :class:`IndexConfig`.
+        overwrite: replace an existing directory.
+
+    Returns:
+        The index directory.
+    """
+    out = Path(out)
+    if kind not in embeddings:
+        raise ConfigError(f"no {kind!r} embeddings to index (have: {', '.join(embeddings) or 'none'})")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass overwrite=true to replace it")
+    vectors = embeddings[kind]
+    n, d = int(vectors.shape[0]), int(vectors.shape[1])
+    on_disk = shard_rows > 0
+    factory = factory or auto_factory(n, d, on_disk=on_disk)
+    search_params = search_params or default_search_params(factory, n)
+    stage = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    t0 = time.time()
+    log.info("indexing %d %s vectors (d=%d) with %r", n, kind, d, factory)
+    if on_disk:
+        index = build_ondisk(vectors, factory, stage, shard_rows, train_size, seed, batch_rows)
+    else:
+        index = build_index(vectors, factory, train_size, seed, batch_rows)
+    apply_search_params(index, search_params)
+    write_faiss(index, stage / INDEX_FILE)
+    build_s = time.time() - t0
+    write_store(stage / EMBEDDINGS_FILE, idmap, embeddings, labels,
+                attrs={"checkpoint_sha256": checkpoint_sha256, "dataset": dataset}, batch_rows=batch_rows)
+    man = IndexManifest(checkpoint_sha256=checkpoint_sha256, model_name=model_name, embedding_kind=kind, dim=d,
+                        factory=factory, count=int(index.ntotal), n_rows=n, label_columns=sorted(labels or {}),
+                        dataset=str(dataset), checkpoint=str(checkpoint), on_disk=on_disk,
+                        build_seconds=round(build_s, 3), search_params=search_params)
+    write_manifest(stage, man)
+    del index
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(out)
+    load_index(out)  # verify what was written (manifest vs files) before reporting success
+    log.info("wrote %s: %d vectors, %s, %.1fs", out, man.count, factory, build_s)
+    return out
+
+
+def embed_with_model(cfg: IndexConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run the checkpoint over the dataset: (arrays in ``embed_dataset`` layout, provenance)."""
+    from galclip.data.dataset import SurveyDataset
+    from galclip.models.checkpoint import checkpoint_hash, load_model
+    from galclip.pretrain.embed import embed_dataset
+
+    if not cfg.checkpoint:
+        raise ConfigError("give checkpoint=... (or embeddings=... with precomputed embeddings)")
+    if not cfg.data.path:
+        raise ConfigError("give data.path=... (the dataset to index)")
+    model, mcfg = load_model(cfg.checkpoint)
+    model.eval()
+    arrays = embed_dataset(model, SurveyDataset(cfg.data), batch_size=cfg.batch_size)
+    meta = {"checkpoint_sha256": checkpoint_hash(cfg.checkpoint), "model_name": getattr(mcfg, "name", ""),
+            "dataset": cfg.data.path, "checkpoint": cfg.checkpoint}
+    return arrays, meta
+
+
+def read_precomputed(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a ``galclip embed`` output file: (arrays, provenance)."""
+    from galclip.pretrain.embed import read_embeddings
+
+    if not Path(path).exists():
+        raise InputFileError(path, "embeddings file not found")
+    arrays, meta = read_embeddings(path)
+    meta = dict(meta)
+    meta.setdefault("dataset", meta.get("dataset_path", meta.get("data", "")))
+    return arrays, meta
+
+
+def run_index(cfg: IndexConfig) -> Path:
+    """CLI stage: embed (or read) then build and save the index directory."""
+    if cfg.embeddings:
+        arrays, meta = read_precomputed(cfg.embeddings)
+    else:
+        arrays, meta = embed_with_model(cfg)
+    idmap, emb, labels = _split_arrays(arrays)
+    return build_index_dir(cfg.out, idmap, emb, cfg.kind, labels, cfg.factory, cfg.search_params,
+                           checkpoint_sha256=str(meta.get("checkpoint_sha256", "")),
+                           model_name=str(meta.get("model_name", "")), dataset=str(meta.get("dataset", "")),
+                           checkpoint=str(meta.get("checkpoint", cfg.checkpoint)), train_size=cfg.train_size,
+                           batch_rows=cfg.batch_rows, shard_rows=cfg.shard_rows, seed=cfg.seed,
+                           overwrite=cfg.overwrite)

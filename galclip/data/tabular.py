@@ -12,8 +12,10 @@ values (``-9999``) for failed measurements and outright absurd entries. A
    (the encoder replaces it by a learned per-column token; it is never zero-filled).
 2. **Log** of positive-definite quantities: the configured ``log_columns``, or, when
    ``log_columns`` is None and ``auto_log`` is true, every column whose finite training
-   values are all > 0 and span ``p95/p5 >= log_dynamic_range`` (the 5-95 % range, so a
-   few absurd outliers do not trigger it). A non-positive value in
+   values are all > 0, span ``p95/p5 >= log_dynamic_range`` and become more symmetric in
+   log (quantile skewness ``(p95 - 2 p50 + p5) / (p95 - p5)`` shrinks): fluxes, EWs,
+   linear masses, not D4000 or concentration. Quantiles, so a few absurd outliers do not
+   trigger it. A non-positive value in
    a log column (a non-detection) is floored at the smallest positive training value.
 3. **Robust standardisation**: ``(x - median) / (IQR / 1.349)`` (Gaussian-sigma units,
    insensitive to outliers); fallbacks to the standard deviation, then 1, for degenerate
@@ -65,8 +67,8 @@ class TabularPrepConfig:
         columns: columns to use, in any order (None: all tabular columns of the dataset).
         log_columns: columns to log-transform; None means auto-detect (see ``auto_log``).
         auto_log: when ``log_columns`` is None, log columns whose finite training values
-            are all positive and span ``p95/p5 >= log_dynamic_range`` (fluxes, masses in
-            linear units; not D4000, Sérsic n or velocity dispersion).
+            are all positive, span ``p95/p5 >= log_dynamic_range`` and are right-skewed
+            (log makes them more symmetric): fluxes, EWs, masses in linear units.
         log_dynamic_range: dynamic-range threshold of the auto-detection.
         clip: standardised values are clipped to ``[-clip, clip]`` robust sigmas.
         absurd: raw ``|x|`` above this is treated as missing (corrupt entries, 1e37 fill).
@@ -78,7 +80,7 @@ class TabularPrepConfig:
     columns: list[str] | None = None
     log_columns: list[str] | None = None
     auto_log: bool = True
-    log_dynamic_range: float = 20.0
+    log_dynamic_range: float = 5.0
     clip: float = 10.0
     absurd: float = 1e30
     sentinels: list[float] = dataclasses.field(default_factory=lambda: [-9999.0, -999.0, -99.0])
@@ -111,6 +113,12 @@ class ColumnStats:
     floor: float | None  # smallest positive training value (log columns only)
     n_fit: int  # finite training values the statistics came from
     missing_frac: float
+
+
+def _skew(v: np.ndarray) -> float:
+    """Quantile (Bowley-type, 5/50/95 %) skewness in [-1, 1]; robust to outliers."""
+    p5, p50, p95 = np.percentile(v, [5, 50, 95])
+    return float((p95 - 2 * p50 + p5) / (p95 - p5)) if p95 > p5 else 0.0
 
 
 def _where(source: str | Path | None, reason: str) -> Exception:
@@ -195,7 +203,8 @@ class TabularPreprocessor:
             do_log = name in cfg.log_columns
         else:
             do_log = bool(cfg.auto_log and fin.size >= 10 and fin.min() > 0
-                          and np.percentile(fin, 95) >= cfg.log_dynamic_range * np.percentile(fin, 5))
+                          and np.percentile(fin, 95) >= cfg.log_dynamic_range * np.percentile(fin, 5)
+                          and abs(_skew(np.log10(fin))) < abs(_skew(fin)))
         floor = None
         if do_log:
             pos = fin[fin > 0]

@@ -40,6 +40,16 @@ def test_auto_log_and_robust_standardisation(rng):
     np.testing.assert_allclose(z[:, 0], (np.log10(x[:, 0]) - st.center) / st.scale, rtol=1e-5, atol=1e-5)
 
 
+def test_auto_log_needs_positive_wide_and_right_skewed(rng):
+    n = 400
+    cols = ["flux", "uniform", "with_zero", "narrow"]
+    x = np.stack([10 ** rng.normal(1, 0.5, n),  # lognormal, p95/p5 ~ 45 → log
+                  rng.uniform(1, 50, n),  # wide but symmetric in linear space → no log
+                  np.r_[0.0, 10 ** rng.normal(1, 0.5, n - 1)],  # one zero → not positive-definite
+                  rng.normal(100, 5, n)], axis=1)  # positive but narrow → no log
+    assert TabularPreprocessor().fit(x, cols).log_columns == ["flux"]
+
+
 def test_configured_log_columns_override_auto(rng):
     x = _table(rng)
     prep = _prep(log_columns=["d4000"]).fit(x, COLS)
@@ -201,3 +211,26 @@ def test_dataset_table_reads_tabular_group(tmp_path):
     item = ds[3]
     z = prep.transform_tensor(item["tabular"][None], ds.tabular_names)
     assert z.shape == (1, 2)
+
+
+@pytest.mark.shared
+def test_real_sdss_photometry_catalogue():
+    """Real SDSS/GALEX catalogue: fluxes auto-logged, -99 sentinels missing, all finite after."""
+    from astropy.table import Table
+
+    from conftest import shared_path
+
+    t = Table.read(shared_path("catalogs", "kcorrect_sdss_photometry_10k.fits"))
+    flux = np.asarray(t["MODELFLUX"], np.float64)
+    cols = ["flux_u", "flux_g", "flux_r", "flux_i", "flux_z", "z", "nuv"]
+    x = np.column_stack([flux, np.asarray(t["Z"], np.float64), np.asarray(t["NUV_FLUX_AUTO"], np.float64)])
+    prep = TabularPreprocessor().fit(x[:8000], cols)
+    # g..z are positive-definite, wide and skewed; u has noisy negative fluxes; NUV has 0 = undetected
+    assert {"flux_g", "flux_r", "flux_i", "flux_z"} <= set(prep.log_columns)
+    assert "flux_u" not in prep.log_columns and "nuv" not in prep.log_columns
+    z = prep.transform(x[8000:], cols)
+    nuv_sentinel = x[8000:, 6] == -99.0
+    assert nuv_sentinel.any() and np.isnan(z[nuv_sentinel, 6]).all()
+    assert np.isfinite(z[:, :6]).all() and np.nanmax(np.abs(z)) <= 10.0
+    med = np.median(z[:, 1:5], axis=0)
+    assert np.all(np.abs(med) < 0.1)  # held-out rows land on the training scale

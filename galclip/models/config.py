@@ -1,0 +1,145 @@
+"""Model configuration and the registry of named, tested model combinations.
+
+The Python dictionary :data:`MODEL_PRESETS` is the source of truth so an installed package
+works without the repository's ``configs/`` folder; ``configs/models/<name>.yaml`` mirror
+it for people who prefer to copy and edit a file (a test keeps the two identical).
+``get_model_config`` accepts either a preset name or the path of such a YAML file.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from galclip.config import from_dict, read_yaml
+from galclip.errors import ConfigError
+
+
+@dataclasses.dataclass
+class ImageTowerConfig:
+    """Image encoder: any timm model, created headless with ``pretrained=False``.
+
+    Attributes:
+        backbone: timm model name (``timm.list_models()``).
+        backbone_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ViT
+            ``patch_size``/``embed_dim``/``depth`` to size a small ViT for 64-px cutouts).
+        softening: arcsinh softening (noise units) applied inside the model.
+        clip: clip of the stretched image.
+    """
+
+    backbone: str = "resnet18"
+    backbone_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    softening: float = 3.0
+    clip: float = 10.0
+
+
+@dataclasses.dataclass
+class SpectrumTowerConfig:
+    """Spectrum (or other 1-D) encoder, picked by ``kind`` from the tower registry.
+
+    Attributes:
+        kind: ``conv1d`` (strided 1-D CNN) or ``transformer`` (overlapping patches, as
+            AstroCLIP); other kinds can be registered with
+            :func:`galclip.models.towers.register_tower`.
+        width: feature width (transformer) / final channel count (conv1d).
+        depth: transformer layers / conv stages.
+        heads: attention heads (transformer).
+        patch_size, patch_stride: spectral patches (stride < size → overlap).
+        kernel_size: conv kernel (conv1d).
+        dropout: dropout inside the encoder.
+        options: free-form keyword arguments for registered plug-in kinds.
+    """
+
+    kind: str = "transformer"
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    patch_size: int = 16
+    patch_stride: int = 8
+    kernel_size: int = 7
+    dropout: float = 0.0
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Dual-encoder (image tower + spectrum tower) with a shared embedding space.
+
+    Attributes:
+        name: preset name (informational; saved with checkpoints).
+        n_bands: image bands (``in_chans``); filled from the dataset by pretraining.
+        image_size: cutout size in pixels.
+        spectrum_length: spectrum pixels; filled from the dataset (or kept from the config
+            when the dataset has no spectra, so both towers always exist).
+        embed_dim: shared embedding dimension D.
+        proj_hidden: hidden width of the 2-layer projection heads (0 = a single linear map).
+        init_temperature: initial softmax temperature (logit scale = 1/T, learnable).
+        max_logit_scale: the logit scale is clamped to this (CLIP uses 100) for stability.
+        image, spectrum: tower configs.
+    """
+
+    name: str = "custom"
+    n_bands: int = 3
+    image_size: int = 64
+    spectrum_length: int = 1024
+    embed_dim: int = 128
+    proj_hidden: int = 0
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    image: ImageTowerConfig = dataclasses.field(default_factory=ImageTowerConfig)
+    spectrum: SpectrumTowerConfig = dataclasses.field(default_factory=SpectrumTowerConfig)
+
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {self.embed_dim}")
+        if not 0 < self.init_temperature < 10:
+            raise ValueError(f"init_temperature must be in (0, 10), got {self.init_temperature}")
+        if self.max_logit_scale < 1:
+            raise ValueError(f"max_logit_scale must be >= 1, got {self.max_logit_scale}")
+
+
+_SMALL_VIT = {"patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3, "mlp_ratio": 4.0,
+              "img_size": 64}
+
+#: Named model combinations (all exercised by tests/models).
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # unit tests: seconds on one core
+    "tiny": dict(embed_dim=32, image=dict(backbone="vit_tiny_patch16_224",
+                                          backbone_kwargs=dict(_SMALL_VIT, embed_dim=32, depth=1, num_heads=2)),
+                 spectrum=dict(kind="conv1d", width=32, depth=3)),
+    # CPU default: small ViT over 8x8 patches + spectral-patch transformer (matmul-heavy,
+    # which CPUs run near their peak; see benchmarks/bench_throughput.py)
+    "small": dict(embed_dim=128, image=dict(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(_SMALL_VIT)),
+                  spectrum=dict(kind="transformer", width=128, depth=3, heads=4, patch_size=16, patch_stride=8)),
+    # CPU alternative: convolutional towers
+    "small-conv": dict(embed_dim=128, image=dict(backbone="resnet10t", backbone_kwargs={}),
+                       spectrum=dict(kind="conv1d", width=128, depth=5, kernel_size=7)),
+    # GPU: ConvNeXt image tower + deeper spectral transformer (AstroCLIP-like patches)
+    "base": dict(embed_dim=512, proj_hidden=1024, image=dict(backbone="convnext_tiny", backbone_kwargs={}),
+                 spectrum=dict(kind="transformer", width=512, depth=8, heads=8, patch_size=20, patch_stride=10,
+                               dropout=0.1)),
+    "base-resnet": dict(embed_dim=256, proj_hidden=512, image=dict(backbone="resnet50", backbone_kwargs={}),
+                        spectrum=dict(kind="conv1d", width=512, depth=6)),
+}
+
+DEFAULT_MODEL = "small"
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`get_model_config` (and ``galclip pretrain --model``)."""
+    return sorted(MODEL_PRESETS)
+
+
+def get_model_config(name: str = DEFAULT_MODEL, **overrides: Any) -> ModelConfig:
+    """Preset name or YAML path → :class:`ModelConfig` (keyword overrides win)."""
+    if name in MODEL_PRESETS:
+        data = copy.deepcopy(MODEL_PRESETS[name])
+        data["name"] = name
+    elif str(name).endswith((".yaml", ".yml")) or Path(str(name)).is_file():
+        data = read_yaml(name)
+        data.setdefault("name", Path(str(name)).stem)
+    else:
+        raise ConfigError(f"unknown model {name!r} (known: {', '.join(list_models())}, or a YAML file path)")
+    data.update(overrides)
+    return from_dict(ModelConfig, data)

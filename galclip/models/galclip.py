@@ -1,0 +1,75 @@
+"""The GalClip dual encoder: image tower + spectrum tower → shared unit-norm embeddings."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from galclip.models.config import ModelConfig
+from galclip.models.towers import ImageTower, build_tower
+
+
+def projection_head(in_dim: int, out_dim: int, hidden: int) -> nn.Module:
+    """Linear map (CLIP) or a 2-layer MLP when ``hidden > 0``."""
+    if hidden <= 0:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+
+
+class GalClip(nn.Module):
+    """CLIP-style model for galaxies.
+
+    Inputs are dataset batches: ``image`` (N,B,H,W) in noise units (the stretch happens
+    inside), ``flux``/``ivar`` (N,L) with ivar = 0 on bad pixels. Both towers always exist,
+    so an image-only survey still yields a complete, loadable model.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_dim = cfg.embed_dim
+        self.image_encoder = ImageTower(cfg)
+        self.spectrum_encoder = build_tower(cfg)
+        self.image_proj = projection_head(self.image_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
+        self.spectrum_proj = projection_head(self.spectrum_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+
+    # -- image -------------------------------------------------------------------------
+    def image_tokens(self, image: Tensor) -> Tensor:
+        """(N, T, Fi) backbone tokens for cross-attention fusion."""
+        return self.image_encoder.tokens(image)
+
+    def image_features(self, image: Tensor) -> Tensor:
+        """(N, Fi) pooled features before the projection head."""
+        return self.image_encoder(image)
+
+    def encode_image(self, image: Tensor, normalize: bool = True) -> Tensor:
+        z = self.image_proj(self.image_encoder(image))
+        return F.normalize(z, dim=-1) if normalize else z
+
+    # -- spectrum ----------------------------------------------------------------------
+    def spectrum_tokens(self, flux: Tensor, ivar: Tensor) -> Tensor:
+        return self.spectrum_encoder.tokens(flux, ivar)
+
+    def spectrum_features(self, flux: Tensor, ivar: Tensor) -> Tensor:
+        return self.spectrum_encoder(flux, ivar)
+
+    def encode_spectrum(self, flux: Tensor, ivar: Tensor, normalize: bool = True) -> Tensor:
+        z = self.spectrum_proj(self.spectrum_encoder(flux, ivar))
+        return F.normalize(z, dim=-1) if normalize else z
+
+    # -- contrastive -------------------------------------------------------------------
+    def scale(self) -> Tensor:
+        """exp(logit_scale) clamped to ``max_logit_scale`` (no gradient past the clamp)."""
+        return self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)
+
+    def forward(self, image: Tensor, flux: Tensor, ivar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Unit image and spectrum embeddings plus the clamped logit scale."""
+        return self.encode_image(image), self.encode_spectrum(flux, ivar), self.scale()
+
+
+def build_model(cfg: ModelConfig) -> GalClip:
+    """Instantiate a randomly initialised :class:`GalClip` (no weights are downloaded)."""
+    return GalClip(cfg)

@@ -1,0 +1,1 @@
+"""Contrastive pretraining (losses, augmentations, Lightning training) and embedding export."""

@@ -1,0 +1,146 @@
+"""GalClip model API, registry and safetensors checkpoints."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from galclip.config import load_config
+from galclip.errors import ConfigError, InputFileError
+from galclip.models import (GalClip, ModelConfig, build_model, checkpoint_hash, get_model_config, list_models,
+                            load_model, register_tower, save_checkpoint, TOWERS)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tiny(**kw) -> ModelConfig:
+    return get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=100, **kw)
+
+
+def test_shapes_and_unit_norm():
+    torch.manual_seed(0)
+    m = build_model(_tiny())
+    img, flux, ivar = torch.randn(3, 2, 32, 32), torch.randn(3, 100), torch.ones(3, 100)
+    zi, zs, scale = m(img, flux, ivar)
+    assert zi.shape == zs.shape == (3, m.embed_dim)
+    assert torch.allclose(zi.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(zs.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert m.image_features(img).shape == (3, m.image_encoder.num_features)
+    assert m.spectrum_features(flux, ivar).shape == (3, m.spectrum_encoder.num_features)
+    assert m.image_tokens(img).shape[::2] == (3, m.image_encoder.num_features)
+    assert m.spectrum_tokens(flux, ivar).shape[::2] == (3, m.spectrum_encoder.num_features)
+    assert not torch.allclose(m.encode_image(img, normalize=False).norm(dim=-1), torch.ones(3))
+    assert scale.item() == pytest.approx(1 / 0.07, rel=1e-4)
+
+
+def test_logit_scale_is_clamped():
+    m = build_model(_tiny(max_logit_scale=50.0))
+    with torch.no_grad():
+        m.logit_scale.fill_(10.0)
+    assert m.scale().item() == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "transformer"])
+def test_bad_pixels_do_not_leak(kind):
+    """Values at ivar = 0 pixels must not change the spectrum embedding."""
+    torch.manual_seed(0)
+    m = build_model(get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=100,
+                                     spectrum=dict(kind=kind, width=32, depth=2, heads=2))).eval()
+    flux, ivar = torch.randn(2, 100), torch.ones(2, 100)
+    ivar[:, 40:60] = 0
+    flux2 = flux.clone()
+    flux2[:, 40:60] = 1e6
+    flux2[0, 45] = float("nan")
+    with torch.no_grad():
+        a, b = m.encode_spectrum(flux, ivar), m.encode_spectrum(flux2, ivar)
+        allbad = m.encode_spectrum(flux, torch.zeros_like(ivar))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.isfinite(allbad).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_builds_and_matches_yaml(name):
+    cfg = get_model_config(name)
+    yaml_cfg = load_config(ModelConfig, ROOT / "configs" / "models" / f"{name}.yaml")
+    assert yaml_cfg == cfg, f"configs/models/{name}.yaml differs from MODEL_PRESETS[{name!r}]"
+    if name in ("base", "base-resnet"):
+        return  # GPU-sized: construction alone costs seconds; covered by the same code paths
+    m = build_model(get_model_config(name, n_bands=3, spectrum_length=300))
+    zi, zs, _ = m(torch.randn(2, 3, 64, 64), torch.randn(2, 300), torch.ones(2, 300))
+    assert zi.shape == zs.shape == (2, cfg.embed_dim)
+
+
+def test_unknown_model_and_kind():
+    with pytest.raises(ConfigError, match="unknown model"):
+        get_model_config("nope")
+    with pytest.raises(ConfigError, match="unknown spectrum.kind"):
+        build_model(_tiny(spectrum=dict(kind="nope")))
+
+
+def test_register_custom_tower():
+    class Mean(torch.nn.Module):
+        num_features = 4
+
+        def __init__(self, cfg):
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 4)
+
+        def tokens(self, x, ivar):
+            return self.lin(x[..., None])
+
+        def forward(self, x, ivar):
+            return self.tokens(x, ivar).mean(1)
+
+    register_tower("test-mean")(Mean)
+    try:
+        m = build_model(_tiny(spectrum=dict(kind="test-mean")))
+        assert m.encode_spectrum(torch.randn(2, 100), torch.ones(2, 100)).shape == (2, 32)
+    finally:
+        TOWERS.pop("test-mean")
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    cfg = _tiny()
+    m = build_model(cfg).eval()
+    save_checkpoint(m, cfg, tmp_path / "ck", extra={"step": 3})
+    assert {p.name for p in (tmp_path / "ck").iterdir()} == {"model.safetensors", "model.json"}
+    m2, cfg2 = load_model(tmp_path / "ck")
+    assert cfg2 == cfg and isinstance(m2, GalClip)
+    img, flux, ivar = torch.randn(2, 2, 32, 32), torch.randn(2, 100), torch.ones(2, 100)
+    with torch.no_grad():
+        assert torch.equal(m.encode_image(img), m2.encode_image(img))
+        assert torch.equal(m.encode_spectrum(flux, ivar), m2.encode_spectrum(flux, ivar))
+    h = checkpoint_hash(tmp_path / "ck")
+    assert h == checkpoint_hash(tmp_path / "ck" / "model.safetensors") and len(h) == 64
+    meta = json.loads((tmp_path / "ck" / "model.json").read_text())
+    assert meta["weights_sha256"] == h and meta["extra"] == {"step": 3}
+
+
+def test_checkpoint_refuses_mismatch_and_garbage(tmp_path):
+    cfg = _tiny()
+    save_checkpoint(build_model(cfg), cfg, tmp_path / "a")
+    other = get_model_config("tiny", n_bands=3, image_size=32, spectrum_length=100)
+    save_checkpoint(build_model(other), other, tmp_path / "b")
+    (tmp_path / "a" / "model.safetensors").replace(tmp_path / "b" / "model.safetensors")
+    with pytest.raises(InputFileError, match="shape mismatch"):
+        load_model(tmp_path / "b")
+    with pytest.raises(InputFileError, match="model.json"):
+        load_model(tmp_path / "missing")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "model.json").write_text((tmp_path / "b" / "model.json").read_text())
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(InputFileError, match="safetensors"):
+        load_model(tmp_path / "c")
+
+
+def test_refuses_to_save_nan(tmp_path):
+    cfg = _tiny()
+    m = build_model(cfg)
+    with torch.no_grad():
+        m.image_proj.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        save_checkpoint(m, cfg, tmp_path / "x")
+    assert not (tmp_path / "x" / "model.safetensors").exists()

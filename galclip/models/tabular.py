@@ -40,6 +40,17 @@ Interface (stable; the fine-tuning fusion head builds on it)::
 
 Categorical columns take integer codes ``0..n-1`` as floats in ``x``; the encoder does not
 standardise anything itself: feed it the output of ``TabularPreprocessor.transform``.
+
+As GalClip's second tower (contrastive image ↔ catalogue pretraining), importing this
+module registers ``spectrum.kind: tabular`` with :func:`galclip.models.towers.register_tower`::
+
+    raw, names = dataset_table(train_ds)                     # training rows only
+    cfg = with_tabular_tower(get_model_config("small"), raw, names)  # fits + stores the prep
+    model = build_model(cfg)                                 # model.spectrum_encoder: TabularSecondTower
+    x = model.spectrum_encoder.prepare(batch["tabular"], ds.tabular_names)
+    z_img, z_tab, scale = model(batch["image"], x, None)     # projection + L2 norm as usual
+
+``save_checkpoint``/``load_model`` carry the fitted preprocessing in ``model.json``.
 """
 from __future__ import annotations
 
@@ -206,3 +217,105 @@ class TabularTower(nn.Module):
         """Embeddings (N, D); unit vectors when ``normalize``."""
         z = self.projection(self.encoder(x, columns))
         return F.normalize(z, dim=-1) if normalize else z
+
+
+# --------------------------------------------------------------------------- GalClip second tower
+def _tower_options(cfg: Any) -> dict[str, Any]:
+    opts = dict(cfg.spectrum.options or {})
+    unknown = sorted(set(opts) - {"columns", "categorical", "prep", "ff_mult"})
+    if unknown:
+        raise ConfigError(f"spectrum.options.{unknown[0]} is not a tabular tower option "
+                          "(valid: columns, categorical, prep, ff_mult)")
+    return opts
+
+
+class TabularSecondTower(nn.Module):
+    """:class:`TabularEncoder` in GalClip's second-tower slot (``spectrum.kind: tabular``).
+
+    Built from a ``ModelConfig`` like the spectrum towers, so ``build_model``,
+    ``save_checkpoint`` and ``load_model`` work unchanged: the sizes come from
+    ``spectrum.width/depth/heads/dropout`` and ``spectrum.options`` holds ``columns``
+    (required), ``categorical`` and the fitted preprocessor (``prep``, the JSON of
+    :meth:`TabularPreprocessor.to_dict`), so the checkpoint's ``model.json`` carries the
+    exact input transform used in training (see :func:`with_tabular_tower`).
+
+    The spectrum-tower call signature is kept: ``forward(x, ivar=None)`` and
+    ``tokens(x, ivar=None)`` take *prepared* values (:meth:`prepare`) in ``columns`` order;
+    an optional ``ivar`` marks entries with ``ivar <= 0`` as missing.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        from galclip.data.tabular import TabularPreprocessor
+
+        sc = cfg.spectrum
+        opts = _tower_options(cfg)
+        columns = [str(c) for c in opts.get("columns") or []]
+        if not columns:
+            raise ConfigError("spectrum.kind 'tabular' needs spectrum.options.columns (the catalogue columns)")
+        self.prep = TabularPreprocessor.from_dict(opts["prep"]) if opts.get("prep") else None
+        if self.prep is not None and self.prep.columns != columns:
+            raise ConfigError("spectrum.options.prep was fitted on different columns than spectrum.options.columns")
+        categorical = opts.get("categorical") or (self.prep.categorical if self.prep is not None else {})
+        self.encoder = TabularEncoder(columns, dim=sc.width, depth=sc.depth, heads=sc.heads,
+                                      categorical=categorical, dropout=sc.dropout, ff_mult=int(opts.get("ff_mult", 2)))
+        self.num_features = self.encoder.num_features
+
+    @property
+    def columns(self) -> list[str]:
+        return self.encoder.columns
+
+    def prepare(self, raw: Tensor, columns: Sequence[str]) -> Tensor:
+        """Raw catalogue values (e.g. a dataset batch's ``tabular``, named ``columns``) →
+        standardised values in this tower's column order (NaN = missing)."""
+        if self.prep is None:
+            return self.encoder.reorder(raw, columns)
+        return self.prep.transform_tensor(raw, columns).to(raw.dtype)
+
+    @staticmethod
+    def _mask(x: Tensor, ivar: Tensor | None) -> Tensor:
+        if ivar is None:
+            return x
+        bad = ~(torch.nan_to_num(ivar, nan=0.0) > 0)
+        return torch.where(bad, torch.full_like(x, float("nan")), x)
+
+    def tokens(self, x: Tensor, ivar: Tensor | None = None) -> Tensor:
+        return self.encoder.tokens(self._mask(x, ivar))
+
+    def forward(self, x: Tensor, ivar: Tensor | None = None) -> Tensor:
+        return self.encoder(self._mask(x, ivar))
+
+
+def with_tabular_tower(cfg: Any, train_values: Any, columns: Sequence[str],
+                       prep_cfg: Any = None, categorical: Mapping[str, int] | None = None) -> Any:
+    """Copy of ``cfg`` (a ``ModelConfig``) whose second tower is the tabular encoder.
+
+    Fits a :class:`~galclip.data.tabular.TabularPreprocessor` on ``train_values`` (N, K raw
+    catalogue values of the *training* rows, e.g. from
+    :func:`galclip.data.tabular.dataset_table`) and stores it in ``spectrum.options`` so
+    it is saved in ``model.json`` and re-applied by :meth:`TabularSecondTower.prepare`.
+    Sizes (``width/depth/heads/dropout``) are taken from ``cfg.spectrum``.
+    """
+    import dataclasses
+
+    from galclip.data.tabular import TabularPrepConfig, TabularPreprocessor
+
+    prep_cfg = prep_cfg or TabularPrepConfig()
+    if categorical:
+        prep_cfg = dataclasses.replace(prep_cfg, categorical={**prep_cfg.categorical, **dict(categorical)})
+    prep = TabularPreprocessor(prep_cfg).fit(train_values, columns)
+    options = {"columns": list(prep.columns), "categorical": prep.categorical, "prep": prep.to_dict()}
+    spectrum = dataclasses.replace(cfg.spectrum, kind="tabular", options=options)
+    return dataclasses.replace(cfg, spectrum=spectrum)
+
+
+def _register() -> None:
+    """Make ``spectrum.kind: tabular`` known to :func:`galclip.models.towers.build_tower`."""
+    try:
+        from galclip.models.towers import register_tower
+    except ImportError:  # pragma: no cover - the models package is not installed/complete
+        return
+    register_tower("tabular")(TabularSecondTower)
+
+
+_register()

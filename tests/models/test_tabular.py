@@ -139,14 +139,14 @@ def test_learns_function_of_two_columns_with_30pct_missing():
     enc = TabularEncoder(cols, dim=32, depth=1, heads=2, dropout=0.0)
     head = torch.nn.Linear(32, 1)
     opt = torch.optim.AdamW([*enc.parameters(), *head.parameters()], lr=3e-3)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: robust to other jobs sharing the machine
     for step in range(300):
         idx = torch.randint(0, 1536, (128,))
         loss = F.mse_loss(head(enc(xt[idx], names)).squeeze(-1), yt[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert time.perf_counter() - t0 < 10
+    assert time.process_time() - t0 < 10 * torch.get_num_threads()
     enc.eval()
     with torch.no_grad():
         pred = head(enc(xt[1536:], names)).squeeze(-1).numpy()
@@ -158,3 +158,87 @@ def test_learns_function_of_two_columns_with_30pct_missing():
     # with a missing the best possible guess is E[y | b] = -b (residual variance 4):
     mse_a_missing = np.mean((pred[a_missing] - yv[a_missing]) ** 2)
     assert mse_a_missing < 5.0 and np.isfinite(pred).all()
+
+
+# --------------------------------------------------------------------------- GalClip second tower
+def _tab_dataset(tmp_path, n: int = 24):
+    from galclip.data.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    cols = ["flux_ha", "d4000", "gini", "survey"]
+    w = ShardWriter(tmp_path / "tab", ["g", "r"], 32, None, label_columns=["merger"], tabular_columns=cols,
+                    shard_size=10)
+    for i in range(n):
+        img = rng.normal(0, 1, (2, 32, 32)).astype(np.float32)
+        img[:, 12:20, 12:20] += 3 + i % 4
+        tab = {"flux_ha": float(10 ** rng.normal(1, 1)), "d4000": float(rng.normal(1.5, 0.2)),
+               "gini": None if i % 3 == 0 else float(rng.uniform(0.3, 0.7)), "survey": float(i % 2)}
+        if i == 5:
+            tab["d4000"] = -9999.0
+        w.add(dict(object_id=f"o{i}", ra=10.0, dec=1.0, z=0.1, image_array=img, image_ivar=np.ones_like(img),
+                   merger=i % 4 == 0, tabular=tab))
+    w.close()
+    return tmp_path / "tab"
+
+
+def test_galclip_with_tabular_second_tower_trains_and_roundtrips(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from galclip.data.dataset import SurveyDataset, collate
+    from galclip.data.tabular import dataset_table
+    from galclip.models import build_model, get_model_config, load_model, save_checkpoint
+    from galclip.models.tabular import TabularSecondTower, with_tabular_tower
+
+    torch.manual_seed(0)
+    ds = SurveyDataset(_tab_dataset(tmp_path))
+    train = ds.subset(range(16))
+    raw, names = dataset_table(train)
+    base = get_model_config("tiny", n_bands=2, image_size=ds.cfg.image.size,
+                            spectrum=dict(kind="tabular", width=16, depth=1, heads=2, dropout=0.0))
+    cfg = with_tabular_tower(base, raw, names, categorical={"survey": 2})
+    assert cfg.spectrum.kind == "tabular" and cfg.spectrum.options["columns"] == names
+    model = build_model(cfg)
+    tower = model.spectrum_encoder
+    assert isinstance(tower, TabularSecondTower) and tower.prep is not None
+    assert tower.prep.log_columns == ["flux_ha"]
+    batch = collate([ds[i] for i in range(8)])
+    x = tower.prepare(batch["tabular"], ds.tabular_names)
+    assert torch.isnan(x[0, names.index("gini")]) and torch.isnan(x[5, names.index("d4000")])  # None, sentinel
+    # one CLIP step: finite loss and gradients despite missing entries
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    zi, zt, scale = model(batch["image"], x, None)
+    assert zt.shape == (8, cfg.embed_dim) and torch.allclose(zt.norm(dim=-1), torch.ones(8), atol=1e-5)
+    logits = scale * zi @ zt.T
+    target = torch.arange(8)
+    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert tower.encoder.missing_token.grad.abs().sum() > 0
+    opt.step()
+    # ivar <= 0 marks entries missing (the spectrum-tower convention)
+    ivar = torch.ones_like(x)
+    ivar[:, 0] = 0
+    x_nan = x.clone()
+    x_nan[:, 0] = float("nan")
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_spectrum(x, ivar), model.encode_spectrum(x_nan, None))
+    # checkpoint: weights + preprocessing round-trip through safetensors/JSON
+    save_checkpoint(model, cfg, tmp_path / "ckpt")
+    again, cfg2 = load_model(tmp_path / "ckpt")
+    assert cfg2.spectrum.options["prep"] == cfg.spectrum.options["prep"]
+    x2 = again.spectrum_encoder.prepare(batch["tabular"], ds.tabular_names)
+    torch.testing.assert_close(x2, x, equal_nan=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again.encode_spectrum(x2, None), model.encode_spectrum(x, None))
+
+
+def test_tabular_tower_config_errors():
+    from galclip.models import build_model, get_model_config
+
+    with pytest.raises(ConfigError, match="needs spectrum.options.columns"):
+        build_model(get_model_config("tiny", spectrum=dict(kind="tabular", width=16, depth=1, heads=2)))
+    with pytest.raises(ConfigError, match="not a tabular tower option"):
+        build_model(get_model_config("tiny", spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
+                                                           options={"columns": ["a"], "colums": 1})))

@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
+from galclip.config import to_dict
 from galclip.data.dataset import DataConfig
 from galclip.errors import ConfigError, InputFileError
 from galclip.retrieval.build import (apply_search_params, auto_factory, build_index, build_ondisk,
@@ -90,7 +91,8 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
                     kind: str, labels: Mapping[str, np.ndarray] | None = None, factory: str = "",
                     search_params: str = "", checkpoint_sha256: str = "", model_name: str = "",
                     dataset: str = "", checkpoint: str = "", train_size: int = 100_000,
-                    batch_rows: int = 65536, shard_rows: int = 0, seed: int = 0, overwrite: bool = False) -> Path:
+                    batch_rows: int = 65536, shard_rows: int = 0, seed: int = 0, overwrite: bool = False,
+                    spectrum_lambda: np.ndarray | None = None, preprocess: Mapping[str, Any] | None = None) -> Path:
     """Write a complete index directory from arrays — the model-free core of ``galclip index``.
 
     Args:
@@ -104,6 +106,8 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
         checkpoint_sha256, model_name, dataset, checkpoint: provenance for the manifest.
         train_size, batch_rows, shard_rows, seed: see :class:`IndexConfig`.
         overwrite: replace an existing directory.
+        spectrum_lambda: dataset wavelength grid, stored for spectrum-file queries.
+        preprocess: dataset image/spectrum preprocessing, stored for file queries.
 
     Returns:
         The index directory.
@@ -131,11 +135,13 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
     write_faiss(index, stage / INDEX_FILE)
     build_s = time.time() - t0
     write_store(stage / EMBEDDINGS_FILE, idmap, embeddings, labels,
-                attrs={"checkpoint_sha256": checkpoint_sha256, "dataset": dataset}, batch_rows=batch_rows)
+                attrs={"checkpoint_sha256": checkpoint_sha256, "dataset": dataset}, batch_rows=batch_rows,
+                spectrum_lambda=spectrum_lambda)
     man = IndexManifest(checkpoint_sha256=checkpoint_sha256, model_name=model_name, embedding_kind=kind, dim=d,
                         factory=factory, count=int(index.ntotal), n_rows=n, label_columns=sorted(labels or {}),
                         dataset=str(dataset), checkpoint=str(checkpoint), on_disk=on_disk,
-                        build_seconds=round(build_s, 3), search_params=search_params)
+                        build_seconds=round(build_s, 3), search_params=search_params,
+                        preprocess=dict(preprocess or {}))
     write_manifest(stage, man)
     del index
     if out.exists():
@@ -163,10 +169,26 @@ def embed_with_model(cfg: IndexConfig) -> tuple[dict[str, np.ndarray], dict[str,
         raise ConfigError("give data.path=... (the dataset to index)")
     model, mcfg = load_model(cfg.checkpoint)
     model.eval()
-    arrays = embed_dataset(model, SurveyDataset(cfg.data), batch_size=cfg.batch_size)
+    dataset = SurveyDataset(cfg.data)
+    arrays = embed_dataset(model, dataset, batch_size=cfg.batch_size)
     meta = {"checkpoint_sha256": checkpoint_hash(cfg.checkpoint), "model_name": getattr(mcfg, "name", ""),
-            "dataset": cfg.data.path, "checkpoint": cfg.checkpoint}
+            "dataset": str(Path(cfg.data.path).resolve()), "checkpoint": str(Path(cfg.checkpoint).resolve()),
+            "preprocess": {"image": to_dict(cfg.data.image), "spectrum": to_dict(cfg.data.spectrum),
+                           "bands": list(dataset.manifest.bands)}}
     return arrays, meta
+
+
+def dataset_grid(dataset: str) -> np.ndarray | None:
+    """The dataset's observed wavelength grid, or None when it has no spectra / is absent."""
+    from galclip.data.dataset import SurveyDataset
+
+    if not dataset or not Path(dataset).exists():
+        return None
+    try:
+        return SurveyDataset(DataConfig(path=dataset)).wave
+    except InputFileError as exc:
+        log.warning("cannot read the wavelength grid of %s (%s)", dataset, exc)
+        return None
 
 
 def read_precomputed(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -193,4 +215,5 @@ def run_index(cfg: IndexConfig) -> Path:
                            model_name=str(meta.get("model_name", "")), dataset=str(meta.get("dataset", "")),
                            checkpoint=str(meta.get("checkpoint", cfg.checkpoint)), train_size=cfg.train_size,
                            batch_rows=cfg.batch_rows, shard_rows=cfg.shard_rows, seed=cfg.seed,
-                           overwrite=cfg.overwrite)
+                           overwrite=cfg.overwrite, spectrum_lambda=dataset_grid(str(meta.get("dataset", ""))),
+                           preprocess=meta.get("preprocess"))

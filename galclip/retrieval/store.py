@@ -61,6 +61,8 @@ class IndexManifest:
         checkpoint: checkpoint path used at build time (a hint; the hash is what is checked).
         on_disk: inverted lists live in ``index.ivfdata`` (memory-mapped at load time).
         search_params: search-time parameters applied at load (faiss.ParameterSpace syntax).
+        preprocess: the dataset's image/spectrum preprocessing (``DataConfig.image`` /
+            ``.spectrum``) when known, so file queries are prepared identically.
     """
 
     checkpoint_sha256: str
@@ -76,6 +78,7 @@ class IndexManifest:
     checkpoint: str = ""
     on_disk: bool = False
     search_params: str = ""
+    preprocess: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
     build_seconds: float = 0.0
     format_version: int = FORMAT_VERSION
@@ -99,7 +102,7 @@ def valid_rows(x: np.ndarray) -> np.ndarray:
 
 def write_store(path: str | Path, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any],
                 labels: Mapping[str, np.ndarray] | None = None, attrs: Mapping[str, Any] | None = None,
-                batch_rows: int = 65536) -> Path:
+                batch_rows: int = 65536, spectrum_lambda: np.ndarray | None = None) -> Path:
     """Write ``embeddings.h5`` atomically, copying embeddings in row batches (bounded memory).
 
     Args:
@@ -108,6 +111,8 @@ def write_store(path: str | Path, idmap: Mapping[str, np.ndarray], embeddings: M
         embeddings: kind → (N,D) array-like supporting row slicing (ndarray, memmap, h5py).
         labels: optional label columns (N,).
         attrs: provenance stored as HDF5 attributes.
+        spectrum_lambda: the dataset's observed wavelength grid (Å), so spectrum-file queries
+            can be resampled onto it without the dataset at hand.
     """
     n = len(idmap["object_id"])
     with atomic_path(path) as tmp:
@@ -131,6 +136,8 @@ def write_store(path: str | Path, idmap: Mapping[str, np.ndarray], embeddings: M
                                         chunks=(min(n, 4096) or 1, arr.shape[1]))
                 for a in range(0, n, batch_rows):
                     ds[a:a + batch_rows] = np.asarray(arr[a:a + batch_rows], np.float32)
+            if spectrum_lambda is not None:
+                h5.create_dataset("spectrum_lambda", data=np.asarray(spectrum_lambda, np.float64))
             for key, val in (attrs or {}).items():
                 h5.attrs[key] = json.dumps(val, default=str)
     return Path(path)
@@ -167,6 +174,11 @@ class EmbeddingStore:
     @property
     def label_columns(self) -> list[str]:
         return list(self._h5["labels"].keys()) if "labels" in self._h5 else []
+
+    @property
+    def spectrum_lambda(self) -> np.ndarray | None:
+        """The dataset's wavelength grid (Å) when it was stored at build time."""
+        return self._h5["spectrum_lambda"][()] if "spectrum_lambda" in self._h5 else None
 
     def dim(self, kind: str) -> int:
         return int(self._h5["embeddings"][kind].shape[1])

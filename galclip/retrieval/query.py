@@ -1,0 +1,142 @@
+"""Turn a query (object id, image file, spectrum file) into an embedding.
+
+File queries are preprocessed exactly like the dataset the index was built from (noise-unit
+image scaling, spectrum resampled onto the dataset's wavelength grid, normalised) and
+embedded with the index's own checkpoint, whose hash must match the index manifest. Because
+the CLIP space is shared, a spectrum query can search an image index and vice versa.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from galclip.data.preprocess import ImagePrep, SpectrumPrep, prepare_image, prepare_spectrum, resample_spectrum
+from galclip.errors import ConfigError, InputFileError
+from galclip.retrieval.store import LoadedIndex
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".fits", ".fit", ".fz", ".fits.gz", ".jpg", ".jpeg", ".png")
+
+
+@dataclasses.dataclass
+class Query:
+    """An embedded query.
+
+    Attributes:
+        name: object id or file name (+ record id for multi-object spectrum files).
+        kind: modality of the query embedding (image or spectrum or joint).
+        vector: (D,) embedding.
+        row: id-map row of the query object when it is in the index (excluded from results).
+        image: (B,H,W) pixels for the gallery, or None.
+        wave, flux, ivar: the query spectrum for the gallery, or None.
+        ra, dec: query position when known.
+    """
+
+    name: str
+    kind: str
+    vector: np.ndarray
+    row: int = -1
+    image: np.ndarray | None = None
+    wave: np.ndarray | None = None
+    flux: np.ndarray | None = None
+    ivar: np.ndarray | None = None
+    ra: float = float("nan")
+    dec: float = float("nan")
+
+
+def query_from_id(loaded: LoadedIndex, object_id: str, kind: str = "") -> Query:
+    """Query with the stored embedding of an indexed object (``kind`` "" = the index's kind)."""
+    kind = kind or loaded.manifest.embedding_kind
+    store = loaded.store
+    row = int(store.rows_of([object_id])[0])
+    vec = store.embeddings(kind, [row])[0]
+    if not np.isfinite(vec).all():
+        have = [k for k in store.kinds if np.isfinite(store.embeddings(k, [row])[0]).all()]
+        raise InputFileError(store.path, f"object {object_id!r} has no {kind} embedding (has: {', '.join(have) or 'none'})")
+    return Query(name=str(object_id), kind=kind, vector=vec, row=row, ra=float(store.ra[row]), dec=float(store.dec[row]))
+
+
+def load_checked_model(loaded: LoadedIndex, checkpoint: str = "") -> Any:
+    """The index's model; refuses a checkpoint whose hash differs from the manifest's."""
+    from galclip.models.checkpoint import checkpoint_hash, load_model
+
+    ckpt = checkpoint or loaded.manifest.checkpoint
+    if not ckpt:
+        raise ConfigError("file queries need the model: give checkpoint=... (the index manifest names none)")
+    sha = checkpoint_hash(ckpt)
+    if loaded.manifest.checkpoint_sha256 and sha != loaded.manifest.checkpoint_sha256:
+        raise InputFileError(ckpt, f"checkpoint differs from the one index {loaded.root} was built with "
+                                   f"(sha256 {sha[:12]}… vs {loaded.manifest.checkpoint_sha256[:12]}…)")
+    model, _ = load_model(ckpt)
+    return model.eval()
+
+
+def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels (B,H,W) float32 and ivar from a FITS cutout or JPEG/PNG, in the dataset's band order.
+
+    Uses the data team's readers (:func:`galclip.data.readers.images.read_image`). FITS
+    bands are selected by name; colour images (R,G,B = i,r,g) are reordered to ``bands``
+    when the names match.
+    """
+    from galclip.data.readers.images import JPEG_SUFFIXES, read_image
+
+    is_colour = Path(path).suffix.lower() in JPEG_SUFFIXES
+    rec = read_image(path, None if is_colour or not bands else list(bands))
+    img, ivar = np.asarray(rec.image, np.float32), np.asarray(rec.ivar, np.float32)
+    if bands and is_colour and sorted(rec.bands) == sorted(bands) and list(rec.bands) != list(bands):
+        order = [list(rec.bands).index(b) for b in bands]
+        img, ivar = img[order], ivar[order]
+    return img, ivar
+
+
+@torch.no_grad()
+def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, bands: Sequence[str] | None = None) -> Query:
+    """Embed an image file with the image tower, preprocessed like the dataset."""
+    path = Path(path)
+    img, ivar = read_image_file(path, bands)
+    n_bands = int(model.cfg.n_bands)
+    if img.shape[0] != n_bands:
+        raise InputFileError(path, f"image has {img.shape[0]} bands, the model expects {n_bands}")
+    x, _ = prepare_image(img, ivar, prep)
+    vec = model.encode_image(torch.from_numpy(x)[None]).float().numpy()[0]
+    return Query(name=path.name, kind="image", vector=vec, image=img)
+
+
+@torch.no_grad()
+def queries_from_spectrum_file(model: Any, path: str | Path, grid: np.ndarray, prep: SpectrumPrep) -> list[Query]:
+    """Embed every object of an SDSS/DESI/BOSS spectrum file with the spectrum tower.
+
+    Each spectrum is resampled (flux-conserving) onto the dataset's observed wavelength
+    grid ``grid`` and then prepared like dataset spectra (same de-redshifting, binning and
+    normalisation), so the tower sees what it saw in training.
+    """
+    from galclip.data.readers.spectra import read_spectrum_file
+
+    path = Path(path)
+    records, notes = read_spectrum_file(path)
+    for note in notes:
+        log.warning("%s", note)
+    out = []
+    for rec in records:
+        flux, ivar = resample_spectrum(rec.wave, rec.flux, rec.ivar, grid)
+        if np.count_nonzero(ivar > 0) < 8:
+            log.warning("%s: object %s does not overlap the dataset wavelength grid; skipped", path, rec.object_id)
+            continue
+        f, iv = prepare_spectrum(grid, flux, ivar, float(rec.z), prep)
+        n = int(model.cfg.spectrum_length)
+        if f.shape[0] != n:
+            raise InputFileError(path, f"prepared spectrum has {f.shape[0]} pixels, the model expects {n} "
+                                       "(use the index's spectrum preprocessing)")
+        vec = model.encode_spectrum(torch.from_numpy(f)[None], torch.from_numpy(iv)[None]).float().numpy()[0]
+        name = f"{path.name}:{rec.object_id}" if len(records) > 1 else path.name
+        out.append(Query(name=name, kind="spectrum", vector=vec, wave=rec.wave, flux=rec.flux, ivar=rec.ivar,
+                         ra=rec.ra, dec=rec.dec))
+    if not out:
+        raise InputFileError(path, "no spectrum in this file overlaps the dataset wavelength grid")
+    return out

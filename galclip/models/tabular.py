@@ -309,6 +309,31 @@ def with_tabular_tower(cfg: Any, train_values: Any, columns: Sequence[str],
     return dataclasses.replace(cfg, spectrum=spectrum)
 
 
+def is_tabular_model(model: nn.Module) -> bool:
+    """True when a GalClip's second tower is the tabular encoder (not a spectrum encoder)."""
+    return isinstance(getattr(model, "spectrum_encoder", None), TabularSecondTower)
+
+
+def second_tower_inputs(model: nn.Module, batch: Mapping[str, Any],
+                        tabular_names: Sequence[str] | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """``(x, ivar, present)`` for ``model.encode_spectrum(x, ivar)`` from a dataset batch.
+
+    The single place where pretraining and embedding pick the second modality: spectra
+    (``spectrum``, ``spectrum_ivar``, ``has_spectrum``) for spectrum towers; for the
+    tabular tower the prepared catalogue row (``tabular`` named ``tabular_names``, i.e.
+    ``dataset.tabular_names``), no ivar, and ``present`` = the row has at least one valid
+    value (all-missing rows still embed, but carry nothing to align with an image).
+    """
+    tower = getattr(model, "spectrum_encoder", None)
+    if not isinstance(tower, TabularSecondTower):
+        return batch["spectrum"], batch["spectrum_ivar"], batch["has_spectrum"].bool()
+    if tabular_names is None or "tabular" not in batch:
+        raise ConfigError("this model's second tower is tabular: pass the dataset's tabular_names "
+                          "(and a dataset with tabular columns)")
+    x = tower.prepare(batch["tabular"], tabular_names)
+    return x, None, torch.isfinite(x).any(dim=1)
+
+
 def _register() -> None:
     """Make ``spectrum.kind: tabular`` known to :func:`galclip.models.towers.build_tower`."""
     try:

@@ -1,0 +1,218 @@
+"""``galclip report``: the plots and the one-file HTML report of a run folder.
+
+A run folder (as written by ``galclip demo``, or assembled by hand from stage outputs)
+may hold ``pretrain/`` (Lightning CSV logs, ``metrics.json``), ``embeddings.h5``,
+``evaluate/`` (label-budget table and plot), ``candidates/`` (ranked table) and the
+``survey`` dataset. Every section is optional: the report shows what the run produced,
+so it also works for a partial or real-data run.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from galclip.errors import ConfigError  # noqa: E402
+from galclip.utils.io import atomic_path  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    """Report options.
+
+    Attributes:
+        run: run folder to report on.
+        out: output HTML (default ``<run>/report.html``); PNGs go beside it.
+        max_points: objects drawn in the embedding map (random subsample beyond this).
+        top_candidates: candidates shown in the HTML gallery.
+        projection: ``tsne`` (clusters, slower) or ``pca`` (instant) for the embedding map.
+        seed: subsampling / t-SNE seed.
+    """
+
+    run: str = ""
+    out: str = ""
+    max_points: int = 2000
+    top_candidates: int = 24
+    projection: str = "tsne"
+    seed: int = 0
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def training_curves(run: Path, out: Path) -> Path | None:
+    """Loss and validation metrics vs step from the Lightning CSV logger (``metrics.csv``)."""
+    logs = sorted(run.glob("pretrain/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return None
+    rows = _read_csv(logs[-1])
+    if not rows:
+        return None
+    keys = [k for k in rows[0] if k not in ("step", "epoch")]
+    loss_keys = [k for k in keys if "loss" in k]
+    val_keys = [k for k in keys if k.startswith("val") and "loss" not in k]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, group, title in ((axes[0], loss_keys, "losses"), (axes[1], val_keys, "validation")):
+        for k in group:
+            pts = [(_float(r.get("step")), _float(r[k])) for r in rows if r.get(k) not in (None, "")]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="." if len(pts) < 30 else None, label=k)
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        if group:
+            ax.legend(fontsize=7)
+    return _save(fig, out / "training_curves.png")
+
+
+def _project(x: np.ndarray, how: str, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    x = PCA(n_components=min(32, x.shape[1], len(x)), random_state=seed).fit_transform(x)
+    if how == "tsne" and len(x) > 10:
+        from sklearn.manifold import TSNE
+
+        return TSNE(n_components=2, init="pca", random_state=seed,
+                    perplexity=min(30.0, (len(x) - 1) / 3)).fit_transform(x)
+    return x[:, :2]
+
+
+def embedding_map(run: Path, out: Path, cfg: ReportConfig) -> Path | None:
+    """2-D map of the joint embeddings coloured by merger stage and by redshift."""
+    path = run / "embeddings.h5"
+    if not path.exists():
+        return None
+    from galclip.data.schema import MERGER_STAGES
+    from galclip.pretrain.embed import read_embeddings
+
+    arrays, _ = read_embeddings(path)
+    emb = np.asarray(arrays["joint"], np.float32)
+    ok = np.isfinite(emb).all(axis=1)
+    idx = np.flatnonzero(ok)
+    rng = np.random.default_rng(cfg.seed)
+    if idx.size > cfg.max_points:
+        idx = np.sort(rng.choice(idx, cfg.max_points, replace=False))
+    if idx.size < 3:
+        return None
+    xy = _project(emb[idx], cfg.projection, cfg.seed)
+    panels = [(c, arrays[c][idx]) for c in ("merger_stage", "merger", "redshift", "z") if c in arrays]
+    stage = next((v for c, v in panels if c in ("merger_stage", "merger")), None)
+    zval = next((v for c, v in panels if c in ("redshift", "z")), None)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    if stage is not None:
+        names = MERGER_STAGES if np.nanmax(stage) > 1 else ("non-merger", "merger")
+        for k, name in enumerate(names):
+            m = stage == k
+            if m.any():
+                axes[0].scatter(xy[m, 0], xy[m, 1], s=4 if k == 0 else 8, alpha=0.6, label=name)
+        axes[0].legend(markerscale=3, fontsize=8)
+    else:
+        axes[0].scatter(xy[:, 0], xy[:, 1], s=4)
+    axes[0].set_title("joint embedding: merger stage")
+    if zval is not None:
+        sc = axes[1].scatter(xy[:, 0], xy[:, 1], c=zval, s=4, cmap="viridis")
+        fig.colorbar(sc, ax=axes[1], label="redshift")
+    axes[1].set_title("joint embedding: redshift")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, out / "embedding_map.png")
+
+
+def _summary_sections(run: Path) -> dict[str, str]:
+    sections: dict[str, str] = {}
+    for name, title in (("pretrain/metrics.json", "Pretraining"), ("finetune/metrics.json", "Fine-tuning"),
+                        ("timings.json", "Stage timings (s)")):
+        p = run / name
+        if p.exists():
+            data = json.loads(p.read_text())
+            flat = {k: v for k, v in data.items() if isinstance(v, (int, float, str))}
+            sections[title] = "; ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                                        for k, v in flat.items())
+    tables = sorted(run.glob("evaluate/*summary*.csv")) or sorted(run.glob("evaluate/*.csv"))
+    if tables:
+        rows = _read_csv(tables[0])
+        lines = []
+        for r in rows:
+            keys = [k for k in r if k.endswith("_mean") and ("roc_auc" in k or "balanced" in k or k.startswith("f1"))]
+            desc = ", ".join(f"{k.replace('_mean', '')} {_float(r[k]):.3f}" for k in keys)
+            lines.append(f"{r.get('method', '?')} @ {r.get('budget', '?')} labels: {desc}")
+        sections["Label-budget evaluation"] = " | ".join(lines)
+    return sections
+
+
+def run_report(cfg: ReportConfig) -> Path:
+    """Write PNG plots and ``report.html`` for ``cfg.run``; returns the HTML path."""
+    if not cfg.run:
+        raise ConfigError("run is required (a run folder)")
+    run = Path(cfg.run)
+    if not run.is_dir():
+        raise ConfigError(f"{run}: run folder not found")
+    html_path = Path(cfg.out) if cfg.out else run / "report.html"
+    out = html_path.parent
+    figures: dict[str, Path] = {}
+    for caption, fn in (("Training curves", lambda: training_curves(run, out)),
+                        ("Embedding map (joint space)", lambda: embedding_map(run, out, cfg))):
+        try:
+            p = fn()
+        except Exception as exc:  # a broken optional section must not lose the report
+            log.warning("report: %s skipped (%s)", caption, exc)
+            p = None
+        if p is not None:
+            figures[caption] = p
+    for png in sorted(run.glob("evaluate/*.png")):
+        figures[f"Label budget: {png.stem}"] = png
+    items = _candidate_items(run, cfg.top_candidates)
+    from galclip.retrieval.gallery import html_report
+
+    html_report(items, html_path, title=f"galclip run report: {run.name}",
+                intro="Plots, metrics and the top merger candidates of this run. Scores are similarities to "
+                      "the known mergers used as queries (higher = more merger-like).",
+                sections=_summary_sections(run), images=figures)
+    log.info("report written to %s", html_path)
+    return html_path
+
+
+def _candidate_items(run: Path, top: int) -> list:
+    tables = sorted(run.glob("candidates/*.csv"))
+    survey = run / "survey"
+    if not tables:
+        return []
+    rows = _read_csv(tables[0])[:top]
+    ids = [r["object_id"] for r in rows]
+    scores = [_float(r.get("score")) for r in rows]
+    captions = [f"stage {r['merger_stage']}" if "merger_stage" in r else "" for r in rows]
+    if (survey / "manifest.json").exists():
+        from galclip.retrieval.gallery import items_from_dataset
+
+        return items_from_dataset(survey, ids, scores=scores, captions=captions)
+    from galclip.retrieval.gallery import GalleryItem
+
+    return [GalleryItem(object_id=i, score=s, rank=k + 1) for k, (i, s) in enumerate(zip(ids, scores))]

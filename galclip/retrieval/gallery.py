@@ -74,7 +74,8 @@ def rgb_composite(image: np.ndarray, bands: Sequence[int] | None = None, q: floa
     r, g, b = (scaled[int(i)] for i in bands)
     top = float(np.percentile((r + g + b) / 3.0, percentile))
     norm = top if np.isfinite(top) and top > 0 else 1.0
-    return make_lupton_rgb(r / norm, g / norm, b / norm, minimum=0.0, stretch=stretch, Q=q)
+    with np.errstate(invalid="ignore", divide="ignore"):  # blank pixels: 0/0 inside astropy → black
+        return make_lupton_rgb(r / norm, g / norm, b / norm, minimum=0.0, stretch=stretch, Q=q)
 
 
 def _png(fig: plt.Figure) -> bytes:

@@ -95,7 +95,7 @@ def label_objects(store: EmbeddingStore, kind: str, support_rows: np.ndarray, su
     table["confidence"] = np.where(has, proba.max(axis=1, initial=-1, where=~np.isnan(proba)), np.nan)
     for j, c in enumerate(classes):
         table[f"p_{c}"] = proba[:, j]
-    table.meta.update(method=method, k=k, temperature=temperature, n_support=int(len(sv)))
+    table.meta.update(METHOD=method, K=k, TEMP=temperature, NSUPPORT=int(len(sv)))  # FITS-safe keys
     return table
 
 

@@ -87,7 +87,7 @@ def neighbours(loaded: LoadedIndex, queries: Sequence[Query], k: int) -> Table:
                            "ra": st.ra[r], "dec": st.dec[r], "score": s.astype(np.float64),
                            "has_image": st.has_image[r], "has_spectrum": st.has_spectrum[r]}))
     out = vstack(tabs)
-    out.meta["index_kind"] = loaded.manifest.embedding_kind
+    out.meta["IDXKIND"] = loaded.manifest.embedding_kind  # FITS keywords: <= 8 chars
     return out
 
 

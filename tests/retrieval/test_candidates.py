@@ -1,0 +1,71 @@
+"""Merger candidates: objects like the known mergers come first; non-mergers push look-alikes down."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from galclip.errors import ConfigError
+from galclip.retrieval.candidates import CandidatesConfig, rank_candidates, run_candidates
+from galclip.retrieval.index import build_index_dir
+from galclip.retrieval.store import load_index
+
+
+def _survey(tmp_path, clustered, n=600):
+    x, y = clustered(n, 16, 6, 0.35, seed=11)  # cluster 0 plays "mergers"
+    x[::10] = np.nan  # some objects lack this modality
+    idmap = dict(object_id=np.array([f"s{i}" for i in range(n)], dtype=object), ra=np.arange(n) * 0.01,
+                 dec=np.ones(n), has_image=np.isfinite(x).all(1), has_spectrum=np.zeros(n, bool))
+    return build_index_dir(tmp_path / "idx", idmap, {"image": x}, "image"), x, y
+
+
+def test_known_like_objects_rank_first(tmp_path, clustered):
+    idx, x, y = _survey(tmp_path, clustered)
+    valid = np.isfinite(x).all(1)
+    mergers = np.flatnonzero((y == 0) & valid)
+    known = mergers[:4]
+    store = load_index(idx).store
+    table = rank_candidates(store, "image", known)
+    n_rest = len(mergers) - 4
+    top = [int(o[1:]) for o in table["object_id"][:n_rest]]
+    assert (y[top] == 0).mean() >= 0.95  # the merger cluster fills the top of the list
+    assert not set(known) & {int(o[1:]) for o in table["object_id"]}  # examples are not re-ranked
+    assert len(table) == valid.sum() - 4  # objects without an embedding are not ranked
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    assert np.all(np.diff(table["score"]) <= 0)
+
+
+def test_negatives_push_lookalikes_down(tmp_path, clustered):
+    idx, x, y = _survey(tmp_path, clustered)
+    valid = np.isfinite(x).all(1)
+    store = load_index(idx).store
+    # positives from two clusters; negatives from cluster 1 say "not those"
+    pos = np.concatenate([np.flatnonzero((y == 0) & valid)[:3], np.flatnonzero((y == 1) & valid)[:3]])
+    neg = np.flatnonzero((y == 1) & valid)[3:8]
+    plain = rank_candidates(store, "image", pos)
+    signed = rank_candidates(store, "image", pos, neg, negative_weight=1.0)
+
+    def share_of_cluster1(t, m=40):
+        return np.mean(y[[int(o[1:]) for o in t["object_id"][:m]]] == 1)
+
+    assert share_of_cluster1(signed) < share_of_cluster1(plain)
+    assert share_of_cluster1(signed) < 0.1
+
+
+def test_candidates_stage_outputs(tmp_path, clustered):
+    idx, x, y = _survey(tmp_path, clustered)
+    valid = np.isfinite(x).all(1)
+    known = np.flatnonzero((y == 0) & valid)[:3]
+    Table({"object_id": [f"s{i}" for i in known]}).write(tmp_path / "mergers.csv", format="ascii.csv")
+    cfg = CandidatesConfig(index=str(idx), out=str(tmp_path / "c"), positives=str(tmp_path / "mergers.csv"),
+                           negative_ids=[f"s{np.flatnonzero((y == 2) & valid)[0]}"], top_n=6)
+    t1 = run_candidates(cfg)
+    t2 = run_candidates(CandidatesConfig(**{**cfg.__dict__, "out": str(tmp_path / "d")}))
+    assert (tmp_path / "c" / "candidates.csv").read_bytes() == (tmp_path / "d" / "candidates.csv").read_bytes()
+    csv = Table.read(tmp_path / "c" / "candidates.csv", format="ascii.csv")
+    assert list(csv.colnames[:5]) == ["rank", "object_id", "ra", "dec", "score"]
+    assert len(csv) == len(t1) == len(t2)
+    for name in ("candidates.fits", "gallery.png", "report.html", "summary.json"):
+        assert (tmp_path / "c" / name).exists()
+    with pytest.raises(ConfigError, match="known mergers"):
+        run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "e")))

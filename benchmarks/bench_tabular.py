@@ -56,7 +56,7 @@ MORPH = set(MORPH_COLUMNS) | set(MID_COLUMNS) | set(SERSIC_COLUMNS)
 def get_dataset(args: argparse.Namespace) -> Path:
     if args.data:
         return Path(args.data)
-    out = ROOT / "benchmarks" / ".cache" / f"sim_tabular_n{args.n}_s{args.sim_seed}"
+    out = ROOT / "runs" / "bench_cache" / f"sim_tabular_n{args.n}_s{args.sim_seed}"  # runs/ is git-ignored
     if not (out / "manifest.json").exists():
         from galclip.config import load_config
         from galclip.data.sim.survey import SimulateConfig, run_simulate

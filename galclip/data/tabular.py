@@ -17,6 +17,11 @@ values (``-9999``) for failed measurements and outright absurd entries. A
    linear masses, not D4000 or concentration. Quantiles, so a few absurd outliers do not
    trigger it. A non-positive value in
    a log column (a non-detection) is floored at the smallest positive training value.
+   Signed heavy-tailed quantities (line fluxes and EWs measured on noisy spectra scatter
+   below zero) get ``asinh(x / s)`` instead (Lupton et al. 1999 "asinh magnitudes": linear
+   within the softening ``s`` = the column's robust sigma, logarithmic beyond): the
+   configured ``asinh_columns``, or, auto-detected, columns with non-positive values whose
+   2.5/97.5 % tail reaches ``asinh_tail`` robust sigmas from the median.
 3. **Robust standardisation**: ``(x - median) / (IQR / 1.349)`` (Gaussian-sigma units,
    insensitive to outliers); fallbacks to the standard deviation, then 1, for degenerate
    columns.
@@ -66,10 +71,13 @@ class TabularPrepConfig:
     Attributes:
         columns: columns to use, in any order (None: all tabular columns of the dataset).
         log_columns: columns to log-transform; None means auto-detect (see ``auto_log``).
+        asinh_columns: columns to transform with ``asinh(x / robust sigma)``; None means
+            auto-detect signed heavy-tailed columns (when ``auto_log``).
         auto_log: when ``log_columns`` is None, log columns whose finite training values
             are all positive, span ``p95/p5 >= log_dynamic_range`` and are right-skewed
             (log makes them more symmetric): fluxes, EWs, masses in linear units.
         log_dynamic_range: dynamic-range threshold of the auto-detection.
+        asinh_tail: tail length (robust sigmas) above which a signed column gets asinh.
         clip: standardised values are clipped to ``[-clip, clip]`` robust sigmas.
         absurd: raw ``|x|`` above this is treated as missing (corrupt entries, 1e37 fill).
         sentinels: raw values that mean "measurement failed" (→ missing).
@@ -79,8 +87,10 @@ class TabularPrepConfig:
 
     columns: list[str] | None = None
     log_columns: list[str] | None = None
+    asinh_columns: list[str] | None = None
     auto_log: bool = True
     log_dynamic_range: float = 5.0
+    asinh_tail: float = 5.0
     clip: float = 10.0
     absurd: float = 1e30
     sentinels: list[float] = dataclasses.field(default_factory=lambda: [-9999.0, -999.0, -99.0])
@@ -98,9 +108,11 @@ class TabularPrepConfig:
         for name, n in self.categorical.items():
             if int(n) < 1:
                 raise ConfigError(f"tabular.categorical.{name} must be >= 1 categories, got {n!r}")
-        both = set(self.categorical) & set(self.log_columns or ())
+        sets = [set(self.categorical), set(self.log_columns or ()), set(self.asinh_columns or ())]
+        both = (sets[0] & sets[1]) | (sets[0] & sets[2]) | (sets[1] & sets[2])
         if both:
-            raise ConfigError(f"tabular column {sorted(both)[0]!r} cannot be both categorical and logged")
+            raise ConfigError(f"tabular column {sorted(both)[0]!r} is in more than one of categorical, "
+                              "log_columns, asinh_columns")
 
 
 @dataclasses.dataclass
@@ -113,12 +125,28 @@ class ColumnStats:
     floor: float | None  # smallest positive training value (log columns only)
     n_fit: int  # finite training values the statistics came from
     missing_frac: float
+    asinh: float | None = None  # softening of asinh(x / asinh) (asinh columns only)
 
 
 def _skew(v: np.ndarray) -> float:
     """Quantile (Bowley-type, 5/50/95 %) skewness in [-1, 1]; robust to outliers."""
     p5, p50, p95 = np.percentile(v, [5, 50, 95])
     return float((p95 - 2 * p50 + p5) / (p95 - p5)) if p95 > p5 else 0.0
+
+
+def _robust_sigma(v: np.ndarray) -> float:
+    """IQR / 1.349 (a Gaussian's sigma); falls back to the std, then 1, for degenerate columns."""
+    q1, q3 = np.percentile(v, [25, 75])
+    scale = float((q3 - q1) / _IQR_TO_SIGMA)
+    if not scale > 0:
+        scale = float(np.std(v))
+    return scale if scale > 0 and math.isfinite(scale) else 1.0
+
+
+def _tail(v: np.ndarray) -> float:
+    """Longest 2.5/97.5 % tail from the median, in robust sigmas (heavy tails ≫ 2)."""
+    p2, p50, p97 = np.percentile(v, [2.5, 50, 97.5])
+    return float(max(p97 - p50, p50 - p2) / _robust_sigma(v))
 
 
 def _where(source: str | Path | None, reason: str) -> Exception:
@@ -171,6 +199,11 @@ class TabularPreprocessor:
         """Columns that are log-transformed (configured or auto-detected)."""
         return [c for c in self.columns if c in self.stats and self.stats[c].log]
 
+    @property
+    def asinh_columns(self) -> list[str]:
+        """Columns that are asinh-transformed (configured or auto-detected)."""
+        return [c for c in self.columns if c in self.stats and self.stats[c].asinh is not None]
+
     def fit(self, x: np.ndarray, columns: Sequence[str], source: str | Path | None = None) -> "TabularPreprocessor":
         """Fit per-column statistics on *training* rows ``x`` (N, K) named by ``columns``."""
         x = self._as_2d(x, columns, source)
@@ -179,7 +212,7 @@ class TabularPreprocessor:
         if not use:
             raise _where(source, "no tabular columns to fit")
         idx = resolve_columns(columns, use, source)
-        for name in list(cfg.log_columns or []) + list(cfg.categorical) + list(cfg.valid_range):
+        for name in [*(cfg.log_columns or []), *(cfg.asinh_columns or []), *cfg.categorical, *cfg.valid_range]:
             if name not in use:
                 raise _where(source, f"configured tabular column {name!r} is not among the columns {use}")
         self.columns = use
@@ -199,28 +232,29 @@ class TabularPreprocessor:
         if fin.size == 0:
             log.warning("tabular column %r has no valid training values; it will always be 'missing'", name)
             return ColumnStats(log=False, center=0.0, scale=1.0, floor=None, n_fit=0, missing_frac=missing_frac)
-        if cfg.log_columns is not None:
-            do_log = name in cfg.log_columns
+        if cfg.log_columns is not None or name in (cfg.asinh_columns or ()):
+            do_log = name in (cfg.log_columns or ())
         else:
             do_log = bool(cfg.auto_log and fin.size >= 10 and fin.min() > 0
                           and np.percentile(fin, 95) >= cfg.log_dynamic_range * np.percentile(fin, 5)
                           and abs(_skew(np.log10(fin))) < abs(_skew(fin)))
-        floor = None
+        floor = asinh = None
+        if cfg.asinh_columns is not None:
+            do_asinh = name in cfg.asinh_columns
+        else:
+            do_asinh = bool(cfg.auto_log and not do_log and fin.size >= 20 and fin.min() <= 0
+                            and _tail(fin) >= cfg.asinh_tail)
+        if do_asinh:
+            asinh = _robust_sigma(fin)
+            fin = np.arcsinh(fin / asinh)
         if do_log:
             pos = fin[fin > 0]
             if pos.size == 0:
                 raise ConfigError(f"tabular column {name!r} is configured as log but has no positive training values")
             floor = float(pos.min())
             fin = np.log10(np.maximum(fin, floor))
-        center = float(np.median(fin))
-        q1, q3 = np.percentile(fin, [25, 75])
-        scale = float((q3 - q1) / _IQR_TO_SIGMA)
-        if not scale > 0:
-            scale = float(np.std(fin))
-        if not scale > 0:
-            scale = 1.0
-        return ColumnStats(log=do_log, center=center, scale=scale, floor=floor, n_fit=int(fin.size),
-                           missing_frac=missing_frac)
+        return ColumnStats(log=do_log, center=float(np.median(fin)), scale=_robust_sigma(fin), floor=floor,
+                           n_fit=int(fin.size), missing_frac=missing_frac, asinh=asinh)
 
     # -- applying -----------------------------------------------------------------------
     def _clean(self, v: np.ndarray, name: str) -> np.ndarray:
@@ -270,6 +304,8 @@ class TabularPreprocessor:
             if st.log:
                 with np.errstate(invalid="ignore"):
                     v = np.log10(np.maximum(v, st.floor))
+            elif st.asinh is not None:
+                v = np.arcsinh(v / st.asinh)
             z = (v - st.center) / st.scale
             out[:, j] = np.clip(z, -self.cfg.clip, self.cfg.clip)
         return out
@@ -290,7 +326,7 @@ class TabularPreprocessor:
             if st is None:
                 continue
             v = z[:, j] * st.scale + st.center
-            out[:, j] = 10.0 ** v if st.log else v
+            out[:, j] = 10.0 ** v if st.log else (np.sinh(v) * st.asinh if st.asinh is not None else v)
         return out
 
     @staticmethod
@@ -341,6 +377,8 @@ class TabularPreprocessor:
                 raise _where(source, f"malformed tabular preprocessor (bad statistics for {name!r})")
             if st.log and not (st.floor is not None and st.floor > 0):
                 raise _where(source, f"malformed tabular preprocessor (log column {name!r} has no floor)")
+            if st.asinh is not None and not (math.isfinite(st.asinh) and st.asinh > 0):
+                raise _where(source, f"malformed tabular preprocessor (bad asinh softening for {name!r})")
         prep = cls(cfg)
         prep.columns = columns
         prep.stats = stats

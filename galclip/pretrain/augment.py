@@ -1,0 +1,112 @@
+"""Physics-respecting batch augmentations (vectorised, cheap on CPU, run on the device).
+
+Images arrive in *noise units* before the arcsinh stretch, so extra noise can be drawn
+from the pixel ivar in the same linear space the noise lives in. Transformations are the
+symmetries of a sky cutout (90° rotations, flips, sub-pixel recentring) — nothing that
+changes the galaxy's physics (no colour jitter, no blur beyond the PSF scale). Spectra get
+extra noise from their ivar, masked wavelength windows (sky lines, bad columns, dichroic
+gaps) and small flux-calibration tilts.
+
+torchvision's v2 transforms draw *one* random parameter per call (the same for the whole
+batch), and lightly's transforms work on PIL images; per-object randomness over a whole
+batch in a few tensor ops is written here instead. All randomness comes from an explicit
+``torch.Generator`` so training is reproducible and exactly resumable.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Augmentation strengths (0 disables a term).
+
+    Attributes:
+        rot90, flip: random 90° rotations / horizontal flips per object.
+        shift_px: max sub-pixel shift (pixels, uniform in ±shift_px, bilinear).
+        image_noise: extra Gaussian noise amplitude × per-pixel sigma (= ivar^-1/2), drawn
+            uniformly in [0, image_noise] per object.
+        spectrum_noise: same for spectra.
+        mask_windows: number of wavelength windows masked per spectrum (ivar set to 0).
+        mask_width: window width as a fraction of the spectrum length.
+        tilt: max relative flux-calibration tilt across the spectrum (e.g. 0.05 = ±5%).
+    """
+
+    rot90: bool = True
+    flip: bool = True
+    shift_px: float = 0.5
+    image_noise: float = 0.5
+    spectrum_noise: float = 0.5
+    mask_windows: int = 2
+    mask_width: float = 0.03
+    tilt: float = 0.05
+
+
+def _uniform(n: int, gen: torch.Generator, device: torch.device, lo: float = 0.0, hi: float = 1.0) -> Tensor:
+    return torch.rand(n, generator=gen, device="cpu").to(device) * (hi - lo) + lo
+
+
+def augment_images(image: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Augment (N,B,H,W) noise-unit images and their ivar consistently."""
+    n, dev = image.shape[0], image.device
+    x = torch.cat([image, ivar], dim=1)  # transform image and ivar together
+    if cfg.flip:
+        flip = _uniform(n, gen, dev) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if cfg.rot90 and x.shape[-1] == x.shape[-2]:
+        k = (torch.rand(n, generator=gen) * 4).long().clamp(max=3).to(dev)
+        out = x.clone()
+        for r in (1, 2, 3):
+            sel = k == r
+            if sel.any():
+                out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
+        x = out
+    if cfg.shift_px > 0:
+        h, w = x.shape[-2:]
+        shift = torch.stack([_uniform(n, gen, dev, -cfg.shift_px, cfg.shift_px) * 2 / w,
+                             _uniform(n, gen, dev, -cfg.shift_px, cfg.shift_px) * 2 / h], dim=1)
+        theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        theta[:, :, 2] = shift.to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    b = image.shape[1]
+    img, iv = x[:, :b], x[:, b:].clamp_min(0)
+    if cfg.image_noise > 0:
+        amp = _uniform(n, gen, dev, 0, cfg.image_noise)[:, None, None, None]
+        sigma = torch.where(iv > 0, iv.clamp_min(1e-12).rsqrt(), torch.zeros_like(iv))
+        noise = torch.randn(img.shape, generator=gen).to(dev, img.dtype)
+        img = img + amp * sigma * noise
+        iv = iv / (1 + amp**2)
+    return img, iv
+
+
+def augment_spectra(flux: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Augment (N,L) normalised spectra and ivar (ivar = 0 marks bad pixels)."""
+    n, length = flux.shape
+    dev = flux.device
+    good = ivar > 0
+    if cfg.tilt > 0:
+        t = _uniform(n, gen, dev, -cfg.tilt, cfg.tilt)[:, None]
+        ramp = torch.linspace(-1, 1, length, device=dev)[None]
+        factor = 1 + t * ramp
+        flux = flux * factor
+        ivar = ivar / factor**2
+    if cfg.spectrum_noise > 0:
+        amp = _uniform(n, gen, dev, 0, cfg.spectrum_noise)[:, None]
+        sigma = torch.where(good, ivar.clamp_min(1e-12).rsqrt(), torch.zeros_like(ivar))
+        flux = flux + amp * sigma * torch.randn(flux.shape, generator=gen).to(dev, flux.dtype)
+        ivar = ivar / (1 + amp**2)
+    if cfg.mask_windows > 0 and cfg.mask_width > 0:
+        width = max(1, int(cfg.mask_width * length))
+        pos = torch.arange(length, device=dev)[None]
+        for _ in range(cfg.mask_windows):
+            start = (torch.rand(n, generator=gen) * (length - width)).long().to(dev)[:, None]
+            good = good & ~((pos >= start) & (pos < start + width))
+    ivar = torch.where(good, ivar, torch.zeros_like(ivar))
+    flux = torch.where(good, flux, torch.zeros_like(flux))
+    return flux, ivar

@@ -1,0 +1,62 @@
+"""Validation metrics of a joint embedding: cross-modal retrieval and kNN probes (sklearn)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.metrics import accuracy_score, r2_score
+
+
+def retrieval_topk(query: np.ndarray, keys: np.ndarray, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Fraction of queries whose own row ranks within the top k keys (cosine similarity)."""
+    sim = query @ keys.T
+    own = np.diag(sim)[:, None]
+    rank = (sim > own).sum(1)  # number of keys strictly better than the true match
+    return {k: float((rank < k).mean()) for k in ks}
+
+
+def is_categorical(y: np.ndarray, max_classes: int = 20) -> bool:
+    """Integer-valued columns with few distinct values are probed by accuracy, others by R²."""
+    vals = np.unique(y)
+    return vals.size <= max_classes and np.allclose(vals, np.round(vals))
+
+
+def knn_probe(emb: np.ndarray, y: np.ndarray, k: int = 10, folds: int = 5, seed: int = 0) -> tuple[str, float] | None:
+    """Cross-validated kNN prediction of ``y`` from embeddings → ("acc"|"r2", score).
+
+    Rows with NaN embeddings or targets are dropped; returns None with too few rows.
+    """
+    ok = np.isfinite(y) & np.isfinite(emb).all(1)
+    emb, y = emb[ok], y[ok]
+    if y.size < max(20, 2 * folds) or np.unique(y).size < 2:
+        return None
+    cv = KFold(folds, shuffle=True, random_state=seed)
+    kk = min(k, int(y.size * (folds - 1) / folds) - 1)
+    if is_categorical(y):
+        pred = cross_val_predict(KNeighborsClassifier(kk), emb, y.astype(int), cv=cv)
+        return "acc", float(accuracy_score(y.astype(int), pred))
+    pred = cross_val_predict(KNeighborsRegressor(kk, weights="distance"), emb, y, cv=cv)
+    return "r2", float(r2_score(y, pred))
+
+
+def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.ndarray, has_spectrum: np.ndarray,
+                      targets: dict[str, np.ndarray]) -> dict[str, float]:
+    """Retrieval top-1/5 both ways within the pool of paired objects + kNN probes per target."""
+    out: dict[str, float] = {}
+    both = has_image & has_spectrum
+    if both.sum() >= 2:
+        zi, zs = image[both], spectrum[both]
+        for name, q, kv in (("i2s", zi, zs), ("s2i", zs, zi)):
+            for k, v in retrieval_topk(q, kv).items():
+                out[f"{name}_top{k}"] = v
+        out["n_pairs"] = float(both.sum())
+        out["chance_top1"] = 1.0 / float(both.sum())
+        out["chance_top5"] = min(1.0, 5.0 / float(both.sum()))
+    for col, y in targets.items():
+        for mod, emb, has in (("image", image, has_image), ("spectrum", spectrum, has_spectrum)):
+            if not has.any():
+                continue
+            res = knn_probe(emb[has], np.asarray(y, float)[has])
+            if res is not None:
+                out[f"knn_{col}_{res[0]}_{mod}"] = res[1]
+    return out

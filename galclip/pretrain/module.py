@@ -1,0 +1,214 @@
+"""Lightning module of contrastive pretraining: loss, optimiser, schedule, validation.
+
+Manual optimisation is used on purpose: a step whose loss or gradients are not finite is
+*skipped* (no optimiser or scheduler update, counted and logged) and the run stops with a
+message after too many in a row, which Lightning's automatic loop cannot do safely under
+DDP. Every random draw of step ``s`` (augmentations, dropout) is seeded from
+``(seed, s)`` so a resumed run repeats the uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from galclip.config import to_dict
+from galclip.errors import GalclipError
+from galclip.models.galclip import GalClip
+from galclip.pretrain.augment import AugmentConfig, augment_images, augment_spectra
+from galclip.pretrain.losses import SSLLoss, clip_loss
+from galclip.pretrain.metrics import embedding_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Weights of the objective terms.
+
+    Attributes:
+        clip_weight: symmetric image↔spectrum InfoNCE (objects with both modalities).
+        ssl_image_weight: SimCLR NT-Xent between two augmented views of each image, so
+            image-only objects (or image-only surveys) still train the image tower.
+        ssl_spectrum_weight: the same for spectra.
+        ssl_temperature: NT-Xent temperature.
+    """
+
+    clip_weight: float = 1.0
+    ssl_image_weight: float = 0.0
+    ssl_spectrum_weight: float = 0.0
+    ssl_temperature: float = 0.1
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """AdamW + linear warm-up + cosine decay (per step), gradient clipping."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 1.0
+    max_bad_steps: int = 20
+
+
+def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
+    return p.ndim <= 1 or name.endswith((".bias", "logit_scale", "pos", "cls", "pos_embed", "cls_token"))
+
+
+class PretrainModule(pl.LightningModule):
+    """Wraps a :class:`GalClip` for Lightning.
+
+    Args:
+        model: the dual encoder.
+        loss, optim, augment: configs.
+        total_steps: length of the run (for the cosine schedule).
+        seed: base seed of all per-step randomness.
+        target_names: label columns probed by kNN at validation (plus ``z``).
+        use_spectra / use_images: False when the survey lacks that modality.
+    """
+
+    def __init__(self, model: GalClip, loss: LossConfig, optim: OptimConfig, augment: AugmentConfig,
+                 total_steps: int, seed: int = 0, target_names: list[str] | None = None,
+                 use_images: bool = True, use_spectra: bool = True, log_every: int = 10) -> None:
+        super().__init__()
+        self.log_every = max(1, log_every)
+        self.model = model
+        self.loss_cfg, self.optim_cfg, self.aug_cfg = loss, optim, augment
+        self.total_steps, self.seed = total_steps, seed
+        self.target_names = list(target_names or [])
+        self.use_images, self.use_spectra = use_images, use_spectra
+        self.ssl = SSLLoss(loss.ssl_temperature)
+        self.automatic_optimization = False
+        self.batches_seen = 0
+        self.skipped_steps = 0
+        self._bad_in_row = 0
+        self._val: list[dict[str, np.ndarray]] = []
+        self.val_metrics: dict[str, float] = {}
+
+    # -- optimisation --------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        o = self.optim_cfg
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if _no_decay(name, p) else decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        warm = max(1, min(o.warmup_steps, self.total_steps - 1))
+        sched = torch.optim.lr_scheduler.SequentialLR(opt, [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.total_steps - warm),
+                                                       eta_min=o.lr * o.min_lr_ratio),
+        ], milestones=[warm])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _generator(self, step: int) -> torch.Generator:
+        seed = (self.seed * 1_000_003 + step) % (2**63 - 1)
+        torch.manual_seed(seed)  # dropout etc. on every device
+        return torch.Generator().manual_seed(seed)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total objective on one (per-rank) batch with fresh augmentations."""
+        L, A, m = self.loss_cfg, self.aug_cfg, self.model
+        hi, hs = batch["has_image"].bool(), batch["has_spectrum"].bool()
+        parts: dict[str, torch.Tensor] = {}
+        zi = zs = None
+        if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0):
+            zi = m.encode_image(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
+            if L.ssl_image_weight > 0:
+                zi2 = m.encode_image(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
+                parts["ssl_image"] = L.ssl_image_weight * self.ssl(zi, zi2, hi)
+        if self.use_spectra and (L.clip_weight > 0 or L.ssl_spectrum_weight > 0):
+            zs = m.encode_spectrum(*augment_spectra(batch["spectrum"], batch["spectrum_ivar"], A, gen))
+            if L.ssl_spectrum_weight > 0:
+                zs2 = m.encode_spectrum(*augment_spectra(batch["spectrum"], batch["spectrum_ivar"], A, gen))
+                parts["ssl_spectrum"] = L.ssl_spectrum_weight * self.ssl(zs, zs2, hs)
+        if L.clip_weight > 0 and zi is not None and zs is not None:
+            parts["clip"] = L.clip_weight * clip_loss(zi, zs, m.scale(), hi & hs)
+        if not parts:
+            raise GalclipError("no loss term applies to this data (enable loss.ssl_image_weight for image-only surveys)")
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        gen = self._generator(self.batches_seen)
+        self.batches_seen += 1
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        loss, parts = self.compute_loss(batch, gen)
+        ok = bool(torch.isfinite(loss))
+        if ok:
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip or float("inf"))
+            ok = bool(torch.isfinite(norm))
+        if not ok:
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self._bad_in_row += 1
+            log.warning("step %d: non-finite loss/gradients, update skipped (%d in a row)",
+                        self.batches_seen, self._bad_in_row)
+            if self._bad_in_row >= self.optim_cfg.max_bad_steps:
+                raise GalclipError(f"stopping: {self._bad_in_row} consecutive non-finite steps at step "
+                                   f"{self.batches_seen}; the last good checkpoint is kept (try a lower lr)")
+            return
+        self._bad_in_row = 0
+        opt.step()
+        sched.step()
+        if self.batches_seen % self.log_every == 0 or self.batches_seen == 1:
+            # one log_dict call every few steps: Lightning's per-call logging overhead is
+            # milliseconds, comparable to a small model's step on a CPU
+            n_pairs = float((batch["has_image"].bool() & batch["has_spectrum"].bool()).sum())
+            scalars = {"train/loss": float(loss.detach()), "train/logit_scale": float(self.model.scale()),
+                       "train/lr": float(sched.get_last_lr()[0]), "train/grad_norm": float(norm),
+                       "train/pairs_in_batch": n_pairs, "train/skipped_steps": float(self.skipped_steps)}
+            scalars.update({f"train/{k}": v for k, v in parts.items()})
+            self.log_dict(scalars, batch_size=int(batch["index"].shape[0]))
+            self.log("loss", scalars["train/loss"], prog_bar=True, logger=False)
+
+    # -- checkpoint state -------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["galclip"] = {"batches_seen": self.batches_seen, "skipped_steps": self.skipped_steps,
+                                 "total_steps": self.total_steps,
+                                 "model_config": to_dict(self.model.cfg)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("galclip", {})
+        self.batches_seen = int(state.get("batches_seen", 0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+
+    # -- validation ---------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        m = self.model
+        n, D = batch["index"].shape[0], m.embed_dim
+        nan = torch.full((n, D), float("nan"))
+        zi = m.encode_image(batch["image"]).float().cpu() if self.use_images else nan
+        zs = m.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"]).float().cpu() if self.use_spectra else nan
+        self._val.append({"image": zi.numpy(), "spectrum": zs.numpy(),
+                          "has_image": (batch["has_image"].bool().cpu() & self.use_images).numpy(),
+                          "has_spectrum": (batch["has_spectrum"].bool().cpu() & self.use_spectra).numpy(),
+                          "labels": batch["labels"].float().cpu().numpy(), "z": batch["z"].float().cpu().numpy()})
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        cat = {k: np.concatenate([v[k] for v in self._val]) for k in self._val[0]}
+        targets = {name: cat["labels"][:, j] for j, name in enumerate(self.target_names)}
+        if "z" not in targets and "redshift" not in targets:
+            targets["z"] = cat["z"]
+        metrics = embedding_metrics(cat["image"], cat["spectrum"], cat["has_image"], cat["has_spectrum"], targets)
+        self.val_metrics = metrics
+        for k, v in metrics.items():
+            if math.isfinite(v):
+                self.log(f"val/{k}", v, prog_bar=k in ("i2s_top1", "s2i_top1"))
+        self._val = []

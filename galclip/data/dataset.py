@@ -90,29 +90,45 @@ class _ShardReader:
 def read_rows(h5: h5py.File, start: int, stop: int, label_columns: Sequence[str],
               tabular_columns: Sequence[str]) -> list[dict[str, Any]]:
     """Read raw rows ``start:stop`` of one shard as dicts (one contiguous HDF5 read per column)."""
-    n = stop - start
+    return _read_sel(h5, slice(start, stop), stop - start, label_columns, tabular_columns)
+
+
+def read_rows_at(h5: h5py.File, rows: Sequence[int], label_columns: Sequence[str],
+                 tabular_columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Read the given rows of one shard (any order, repeats allowed) with one HDF5 read per column."""
+    rows = np.asarray(rows, dtype=np.int64)
+    uniq, inv = np.unique(rows, return_inverse=True)
+    if uniq.size and uniq[-1] - uniq[0] + 1 == uniq.size:
+        got = _read_sel(h5, slice(int(uniq[0]), int(uniq[-1]) + 1), uniq.size, label_columns, tabular_columns)
+    else:
+        got = _read_sel(h5, uniq, uniq.size, label_columns, tabular_columns)
+    return [got[i] for i in inv]
+
+
+def _read_sel(h5: h5py.File, sel: Any, n: int, label_columns: Sequence[str],
+              tabular_columns: Sequence[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [dict() for _ in range(n)]
 
     def put(key: str, arr: Any) -> None:
         for i in range(n):
             out[i][key] = arr[i]
 
-    ids = h5[S.OBJECT_ID][start:stop]
+    ids = h5[S.OBJECT_ID][sel]
     put(S.OBJECT_ID, [v.decode() if isinstance(v, bytes) else str(v) for v in ids])
     for key in (S.RA, S.DEC, S.Z, S.HAS_IMAGE, S.HAS_SPECTRUM):
-        put(key, h5[key][start:stop])
+        put(key, h5[key][sel])
     if S.IMAGE in h5:
-        put(S.IMAGE, h5[S.IMAGE][start:stop])
-        put(S.IMAGE_IVAR, h5[S.IMAGE_IVAR][start:stop])
+        put(S.IMAGE, h5[S.IMAGE][sel])
+        put(S.IMAGE_IVAR, h5[S.IMAGE_IVAR][sel])
     if S.SPEC_FLUX in h5:
-        put(S.SPEC_FLUX, h5[S.SPEC_FLUX][start:stop])
-        put(S.SPEC_IVAR, h5[S.SPEC_IVAR][start:stop])
-        put(S.SPEC_MASK, h5[S.SPEC_MASK][start:stop])
+        put(S.SPEC_FLUX, h5[S.SPEC_FLUX][sel])
+        put(S.SPEC_IVAR, h5[S.SPEC_IVAR][sel])
+        put(S.SPEC_MASK, h5[S.SPEC_MASK][sel])
     for key in label_columns:
-        put(key, h5[key][start:stop] if key in h5 else np.full(n, np.nan))
+        put(key, h5[key][sel] if key in h5 else np.full(n, np.nan))
     if tabular_columns:
         grp = h5.get(S.TABULAR_GROUP)
-        tab = np.stack([grp[c][start:stop] if grp is not None and c in grp else np.full(n, np.nan, np.float32)
+        tab = np.stack([grp[c][sel] if grp is not None and c in grp else np.full(n, np.nan, np.float32)
                         for c in tabular_columns], axis=1).astype(np.float32)
         put("tabular", tab)
     return out
@@ -304,6 +320,7 @@ class StreamingSurvey(IterableDataset):
         self.manifest, paths, self.wave = _open(cfg.path)
         self._reader = _ShardReader(paths)
         self._maker = _ItemMaker(self.manifest, self.wave, cfg)
+        self._offsets = np.cumsum([0] + [x.n_rows for x in self.manifest.shards]).tolist()
         b = max(1, cfg.block_rows)
         self.blocks = [(s, r, min(r + b, info.n_rows))
                        for s, info in enumerate(self.manifest.shards) for r in range(0, info.n_rows, b)]
@@ -351,30 +368,52 @@ class StreamingSurvey(IterableDataset):
                     yield s, r
                     produced += 1
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
+    def _buffers(self) -> Iterator[list[tuple[int, int]]]:
+        """The rank's epoch order as consecutive shuffled buffers (``shuffle_blocks × block_rows``).
+
+        Only one buffer of positions exists at a time, so memory does not grow with the
+        survey; the order is a pure function of ``(seed, epoch, rank, world)``.
+        """
         rng = np.random.default_rng([self.seed, self.epoch, 7919])
-        buffer: list[tuple[int, int]] = []
         cap = max(1, self.cfg.shuffle_blocks * self.cfg.block_rows)
-        # Fix the rank's sample order first (shuffle buffer is a pure function of the seed),
-        # then hand out consecutive chunks to workers so a DataLoader keeps the order.
-        order: list[tuple[int, int]] = []
+        buffer: list[tuple[int, int]] = []
         for pos in self._rank_rows():
             buffer.append(pos)
             if len(buffer) >= cap:
                 if self.shuffle:
                     rng.shuffle(buffer)
-                order.extend(buffer)
+                yield buffer
                 buffer = []
-        if self.shuffle:
-            rng.shuffle(buffer)
-        order.extend(buffer)
-        order = order[self.skip:]
-        for k in range(wid, len(order), nworkers):
-            s, r = order[k]
-            row = read_rows(self._reader.file(s), r, r + 1, self._maker.labels, self._maker.tabular)[0]
-            yield self._maker(row, self._global(s, r))
+        if buffer:
+            if self.shuffle:
+                rng.shuffle(buffer)
+            yield buffer
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        wid, nworkers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # Sample j of the rank order (after ``skip``) goes to worker j % nworkers, so a
+        # DataLoader interleaving its workers reproduces the single-process order.
+        k = 0  # position of the buffer's first sample in the rank order
+        step = max(1, self.cfg.block_rows)
+        for buf in self._buffers():
+            mine = [buf[i] for i in range(len(buf))
+                    if k + i >= self.skip and (k + i - self.skip) % nworkers == wid]
+            k += len(buf)
+            for a in range(0, len(mine), step):  # read ≤ block_rows rows at a time, grouped by shard
+                yield from self._read_positions(mine[a:a + step])
+
+    def _read_positions(self, positions: list[tuple[int, int]]) -> Iterator[dict[str, Any]]:
+        by_shard: dict[int, list[int]] = {}
+        for s, r in positions:
+            by_shard.setdefault(s, []).append(r)
+        rows: dict[tuple[int, int], dict[str, Any]] = {}
+        for s, rs in by_shard.items():
+            got = read_rows_at(self._reader.file(s), rs, self._maker.labels, self._maker.tabular)
+            for r, row in zip(rs, got):
+                rows[(s, r)] = row
+        for s, r in positions:
+            yield self._maker(rows[(s, r)], self._offsets[s] + r)
 
     def _global(self, s: int, r: int) -> int:
-        return sum(x.n_rows for x in self.manifest.shards[:s]) + r
+        return self._offsets[s] + r

@@ -178,7 +178,8 @@ def morphology_table(images: np.ndarray | Sequence[np.ndarray], ivars: np.ndarra
     bar = tqdm(total=n, desc="morphology", unit="gal", disable=not progress)
     rows: list[list[float]] = []
     if n_jobs and n_jobs > 1 and n > 1:
-        ctx = mp.get_context("spawn") if mp.get_start_method(allow_none=True) != "fork" else mp.get_context("fork")
+        # fork is cheap on Linux; elsewhere (macOS/Windows) spawn is the only safe choice
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(n_jobs) as pool:
             for r in pool.imap(_one, tasks, chunksize=8):
                 rows.append(r)

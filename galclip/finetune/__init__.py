@@ -1,0 +1,1 @@
+"""Few-label merger classification: fusion heads over galclip embeddings, and the evaluation harness."""

@@ -1,0 +1,211 @@
+"""Features for the fusion heads: encoder outputs (precomputed once) and tabular statistics.
+
+With frozen encoders every head, seed and label budget reuses the same encoder outputs, so
+they are computed once per (checkpoint, dataset) and cached as ``.npz`` — the whole
+label-budget evaluation then costs a few seconds of head training per row. Morphology
+statistics (statmorph, ~0.1 s per galaxy) are cached the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from galclip.data.dataset import SurveyDataset, collate
+from galclip.utils.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("image", "spectrum")
+
+
+def compute_features(model: Any, batch: dict[str, Any], tokens: bool = False,
+                     modalities: Sequence[str] = MODALITIES) -> dict[str, torch.Tensor]:
+    """Encoder outputs for one collated batch (gradients flow if enabled by the caller).
+
+    Returns ``image``/``spectrum`` unit embeddings, the presence flags and, if ``tokens``,
+    ``image_tokens``/``spectrum_tokens``. Rows of an absent modality are still computed
+    (the towers need a full batch) and later masked by the heads.
+    """
+    out: dict[str, torch.Tensor] = {
+        "has_image": batch["has_image"].bool(),
+        "has_spectrum": batch["has_spectrum"].bool(),
+    }
+    n = out["has_image"].shape[0]
+    if "image" in modalities:
+        if out["has_image"].any():
+            out["image"] = model.encode_image(batch["image"], normalize=True)
+            if tokens:
+                out["image_tokens"] = model.image_tokens(batch["image"])
+        else:  # spectrum-only batch: nothing to encode, the head masks the modality
+            out["image"] = batch["image"].new_zeros(n, model.embed_dim)
+            if tokens:
+                out["image_tokens"] = batch["image"].new_zeros(n, 1, model.image_encoder.num_features)
+    if "spectrum" in modalities:
+        if out["has_spectrum"].any():
+            out["spectrum"] = model.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], normalize=True)
+            if tokens:
+                out["spectrum_tokens"] = model.spectrum_tokens(batch["spectrum"], batch["spectrum_ivar"])
+        else:  # image-only data (e.g. Galaxy Zoo cutouts): no spectrum of the model's length exists
+            out["spectrum"] = batch["spectrum"].new_zeros(n, model.embed_dim)
+            if tokens:
+                out["spectrum_tokens"] = batch["spectrum"].new_zeros(n, 1, model.spectrum_encoder.num_features)
+    return out
+
+
+def _dataset_key(dataset: SurveyDataset) -> str:
+    """Identity of a dataset + preprocessing: manifest content, row selection, prep config."""
+    from galclip.config import to_dict
+
+    man = Path(dataset.cfg.path) / "manifest.json"
+    h = hashlib.sha256(man.read_bytes() if man.exists() else str(dataset.cfg.path).encode())
+    h.update(np.ascontiguousarray(dataset.indices).tobytes())
+    h.update(json.dumps(to_dict(dataset.cfg.image), sort_keys=True).encode())
+    h.update(json.dumps(to_dict(dataset.cfg.spectrum), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        log.warning("%s: ignoring unreadable feature cache (%s)", path, exc)
+        return None
+
+
+@torch.no_grad()
+def extract_features(model: Any, dataset: SurveyDataset, tokens: bool = False, batch_size: int = 64,
+                     cache_dir: str | Path | None = None, model_key: str = "", progress: bool = True,
+                     ) -> dict[str, np.ndarray]:
+    """Frozen-encoder features of every row of ``dataset`` (cached when ``cache_dir`` and ``model_key``).
+
+    Args:
+        model: a ``GalClip`` (put in eval mode here).
+        tokens: also keep token sequences (needed by the cross-attention head; larger).
+        model_key: identity of the weights (checkpoint sha256); no cache without it.
+
+    Returns:
+        numpy arrays ``image`` (N,D), ``spectrum`` (N,D), ``has_image``, ``has_spectrum``
+        and, with ``tokens``, ``image_tokens`` (N,T,Fi), ``spectrum_tokens`` (N,T,Fs).
+    """
+    from tqdm.auto import tqdm
+
+    cache = None
+    if cache_dir and model_key:
+        cache = Path(cache_dir) / f"features_{model_key[:16]}_{_dataset_key(dataset)}{'_tok' if tokens else ''}.npz"
+        if cache.exists():
+            got = _load_npz(cache)
+            if got is not None and got["image"].shape[0] == len(dataset):
+                log.info("features from cache %s", cache)
+                return got
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=0)
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in tqdm(loader, desc="encode", unit="batch", disable=not progress):
+        f = compute_features(model, batch, tokens=tokens)
+        for k, v in f.items():
+            parts.setdefault(k, []).append(v.float().cpu().numpy() if v.dtype != torch.bool else v.cpu().numpy())
+    model.train(was_training)
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    if cache is not None:
+        _save_npz(cache, out)
+    return out
+
+
+def feature_tensors(feats: dict[str, np.ndarray], idx: np.ndarray, tabular: np.ndarray | None = None,
+                    keep: Sequence[str] = MODALITIES) -> dict[str, torch.Tensor]:
+    """Row subset of precomputed features as tensors (modalities not in ``keep`` marked absent)."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in feats.items():
+        if k in ("object_id",) or v.ndim == 0:
+            continue
+        t = torch.from_numpy(np.ascontiguousarray(v[idx]))
+        out[k] = t.bool() if v.dtype == bool else t.float()
+    for m in MODALITIES:
+        if m not in keep and f"has_{m}" in out:
+            out[f"has_{m}"] = torch.zeros_like(out[f"has_{m}"])
+    if tabular is not None:
+        out["tabular"] = torch.from_numpy(np.ascontiguousarray(tabular[idx])).float()
+    return out
+
+
+# --------------------------------------------------------------------------- morphology / tabular
+
+def morphology_features(dataset: SurveyDataset, cache_dir: str | Path | None = None, n_jobs: int = 1,
+                        progress: bool = True) -> tuple[np.ndarray, list[str]]:
+    """Gini/M20/asymmetry/concentration/... for every row (band-summed image), cached.
+
+    Uses ``galclip.data.morphology.morphology_table`` (statmorph). Rows without an image get
+    NaN. Stored morphology columns in the dataset (``gini`` or ``morph_gini``...) are reused
+    instead of re-measuring.
+    """
+    from tqdm.auto import tqdm
+
+    from galclip.data.morphology import MORPH_COLUMNS, morphology_table
+
+    names = [c for c in MORPH_COLUMNS if c != "flag"]
+    stored = list(dataset.tabular_names)
+    found = {}
+    for c in names:
+        for cand in (c, f"morph_{c}"):
+            if cand in stored:
+                found[c] = cand
+                break
+    if len(found) >= 4:
+        cols = list(found)
+        return np.stack([dataset.column(found[c]).astype(np.float64) for c in cols], 1), cols
+    cache = Path(cache_dir) / f"morphology_{_dataset_key(dataset)}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        got = _load_npz(cache)
+        if got is not None and got["table"].shape[0] == len(dataset):
+            return got["table"], [str(c) for c in got["columns"]]
+    images, ivars, has = [], [], []
+    for i in tqdm(range(len(dataset)), desc="read images", unit="gal", disable=not progress):
+        it = dataset[i]
+        img = it["image"].numpy()
+        iv = it["image_ivar"].numpy()
+        images.append(img.sum(0))
+        with np.errstate(divide="ignore"):
+            var = np.where(iv > 0, 1.0 / np.where(iv > 0, iv, 1.0), 0.0).sum(0)
+        ivars.append(np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0))
+        has.append(bool(it["has_image"]))
+    table = morphology_table(np.stack(images), np.stack(ivars), n_jobs=n_jobs, progress=progress)
+    table[~np.asarray(has)] = np.nan
+    allc = list(MORPH_COLUMNS)
+    keep = [allc.index(c) for c in names]
+    table = table[:, keep]
+    if cache is not None:
+        _save_npz(cache, {"table": table, "columns": np.asarray(names)})
+    return table, names
+
+
+def tabular_raw(dataset: SurveyDataset, columns: Sequence[str] | None, morphology: bool,
+                cache_dir: str | Path | None = None, n_jobs: int = 1) -> tuple[np.ndarray, list[str]]:
+    """Raw (unscaled) tabular matrix: chosen catalogue columns + morphology statistics."""
+    mats, names = [], []
+    cols = list(dataset.tabular_names) if columns is None else list(columns)
+    if morphology:
+        m, mn = morphology_features(dataset, cache_dir, n_jobs=n_jobs)
+        mats.append(m)
+        names += mn
+        cols = [c for c in cols if c not in mn and c.removeprefix("morph_") not in mn]
+    for c in cols:
+        mats.append(dataset.column(c).astype(np.float64)[:, None])
+        names.append(c)
+    if not mats:
+        return np.zeros((len(dataset), 0)), []
+    return np.concatenate(mats, 1), names

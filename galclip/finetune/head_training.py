@@ -1,0 +1,173 @@
+"""Train fusion heads on precomputed features (frozen encoders).
+
+A plain PyTorch loop, not Lightning, on purpose: a head over precomputed features is a tiny
+full-batch problem (≤ a few thousand rows, ~10⁴ parameters, a few ms per step) and the
+evaluation harness trains hundreds of them (methods × budgets × seeds × CV folds);
+Lightning's per-fit setup (trainer, callbacks, loggers) would cost more than the training
+itself. Lightning is used when encoders are unfrozen (:mod:`galclip.finetune.lightning`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+
+from galclip.finetune.heads import FusionClassifier, init_linear_from, modality_dropout
+from galclip.finetune.metrics import choose_threshold
+from galclip.finetune.sampling import cv_folds
+
+
+@dataclasses.dataclass
+class HeadTrainConfig:
+    """Optimisation of a head (also used for the head when encoders are unfrozen).
+
+    Attributes:
+        epochs: passes over the labeled rows (full batch when ``batch_size`` ≥ rows).
+        batch_size: rows per step.
+        lr: AdamW learning rate of the head.
+        weight_decay: AdamW weight decay (strong: few labels).
+        class_balance: ``weights`` (loss weights ∝ 1/frequency), ``sampler`` (balanced
+            resampling of minibatches) or ``none``.
+        modality_dropout: probability of hiding one modality of a paired object per step.
+        threshold_metric: metric the decision threshold maximises on validation predictions.
+        cv_folds: folds of out-of-fold validation predictions used to choose the threshold
+            (labels are too few to set a separate validation split aside).
+        tabular_init: initialise the linear tabular term from a logistic regression fitted on
+            the labeled rows (``lr``), or train it from zero (``zero``).
+        tabular_lr_c: inverse L2 strength of that logistic regression.
+        seed: torch seed of initialisation, dropout and modality dropout.
+    """
+
+    epochs: int = 150
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    class_balance: Literal["weights", "sampler", "none"] = "weights"
+    modality_dropout: float = 0.3
+    threshold_metric: str = "f1"
+    cv_folds: int = 3
+    tabular_init: Literal["lr", "zero"] = "lr"
+    tabular_lr_c: float = 0.3
+    seed: int = 0
+
+
+HeadFactory = Callable[[], FusionClassifier]
+
+
+def _class_weights(y: np.ndarray, n_out: int) -> torch.Tensor:
+    k = max(n_out, 2)
+    counts = np.bincount(y.astype(int), minlength=k).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (k * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, class_w: torch.Tensor | None) -> torch.Tensor:
+    """Weighted BCE (one logit) or weighted cross-entropy (C logits)."""
+    if logits.shape[1] == 1:
+        w = None if class_w is None else class_w[y.long()]
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), weight=w)
+    return F.cross_entropy(logits, y.long(), weight=class_w)
+
+
+def probabilities(logits: torch.Tensor) -> np.ndarray:
+    """(N,) merger probability for a binary head, (N, C) class probabilities otherwise."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits[:, 0]).numpy()
+    return torch.softmax(logits, 1).numpy()
+
+
+def _rows(feats: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[idx] for k, v in feats.items()}
+
+
+def init_tabular_term(head: FusionClassifier, feats: dict[str, torch.Tensor], y: np.ndarray, c: float) -> None:
+    """Start the linear tabular term at a balanced, L2-regularised logistic regression.
+
+    With 10–30 labels this makes the head start at the classical morphology + LR solution;
+    gradient steps then only have to learn what the embeddings add.
+    """
+    if head.linear_term is None or np.unique(y).size < 2:
+        return
+    x = torch.nan_to_num(feats["tabular"], nan=0.0, posinf=0.0, neginf=0.0).numpy()
+    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x, y.astype(int))
+    coef, icpt = torch.tensor(lr.coef_, dtype=torch.float32), torch.tensor(lr.intercept_, dtype=torch.float32)
+    if head.linear_term.out_features == 1:
+        init_linear_from(head.linear_term, coef[:1], icpt[:1])
+    elif coef.shape[0] == head.linear_term.out_features:
+        init_linear_from(head.linear_term, coef, icpt)
+
+
+def fit_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: np.ndarray, cfg: HeadTrainConfig,
+             seed: int | None = None) -> FusionClassifier:
+    """Train ``head`` on all rows of ``feats`` with labels ``y`` (ints)."""
+    seed = cfg.seed if seed is None else seed
+    gen = torch.Generator().manual_seed(seed)
+    yt = torch.as_tensor(y, dtype=torch.long)
+    with torch.no_grad():
+        n_out = head(_rows(feats, torch.arange(min(2, len(y))))).shape[1]
+    if cfg.tabular_init == "lr" and "tabular" in feats:
+        init_tabular_term(head, feats, y, cfg.tabular_lr_c)
+    class_w = _class_weights(y, n_out) if cfg.class_balance == "weights" else None
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(y)
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, int(np.ceil(n / bs)))
+    if cfg.class_balance == "sampler":
+        sw = _class_weights(y, n_out)[yt]
+    head.train()
+    for _ in range(cfg.epochs):
+        if cfg.class_balance == "sampler":
+            order = torch.multinomial(sw, n, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(n, generator=gen)
+        for s in range(steps_per_epoch):
+            idx = order[s * bs:(s + 1) * bs]
+            batch = modality_dropout(_rows(feats, idx), cfg.modality_dropout, gen)
+            loss = loss_fn(head(batch), yt[idx], class_w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    head.eval()
+    return head
+
+
+@torch.no_grad()
+def predict(head: FusionClassifier, feats: dict[str, torch.Tensor], batch_size: int = 4096) -> np.ndarray:
+    """Probabilities for every row (see :func:`probabilities`)."""
+    head.eval()
+    n = next(iter(feats.values())).shape[0]
+    outs = [probabilities(head(_rows(feats, torch.arange(i, min(n, i + batch_size)))))
+            for i in range(0, n, batch_size)]
+    return np.concatenate(outs) if outs else np.zeros(0)
+
+
+def fit_with_threshold(factory: HeadFactory, feats: dict[str, torch.Tensor], y: np.ndarray,
+                       cfg: HeadTrainConfig, seed: int = 0) -> tuple[FusionClassifier, float, np.ndarray | None]:
+    """Fit a head on all labeled rows; choose the decision threshold on out-of-fold predictions.
+
+    Returns:
+        (head, threshold, out-of-fold probabilities or None). Multi-class heads get threshold
+        NaN (argmax decisions). With too few of a class for CV the threshold is 0.5.
+    """
+    y = np.asarray(y).astype(int)
+    oof = None
+    binary = True
+    folds = cv_folds(y, cfg.cv_folds, seed) if cfg.cv_folds >= 2 else []
+    if folds:
+        for k, (tr, va) in enumerate(folds):
+            h = fit_head(factory(), _rows(feats, torch.as_tensor(tr)), y[tr], cfg, seed=seed * 100 + k + 1)
+            p = predict(h, _rows(feats, torch.as_tensor(va)))
+            if oof is None:
+                oof = np.full((len(y),) + p.shape[1:], np.nan)
+            oof[va] = p
+        binary = oof.ndim == 1
+    torch.manual_seed(seed)
+    head = fit_head(factory(), feats, y, cfg, seed=seed)
+    if not binary:
+        return head, float("nan"), oof
+    thr = choose_threshold(y, oof, cfg.threshold_metric) if oof is not None else 0.5
+    return head, thr, oof

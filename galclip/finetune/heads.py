@@ -1,0 +1,268 @@
+"""Fusion heads: turn image/spectrum (and tabular) features into merger logits.
+
+All heads take the same feature dictionary (see :func:`galclip.finetune.features.compute_features`)::
+
+    image            (N, D)      image embedding (unit vector; zeros where absent)
+    spectrum         (N, D)      spectrum embedding
+    image_tokens     (N, Ti, Fi) only for the cross-attention head
+    spectrum_tokens  (N, Ts, Fs)
+    has_image        (N,) bool   presence mask — a missing modality is *masked*, never
+    has_spectrum     (N,) bool   imputed, so image-only or spectrum-only inference is exact
+    tabular          (N, K)      standardised catalogue/morphology features (NaN → 0)
+
+:class:`FusionClassifier` wraps a head with the optional tabular inputs: an encoder branch
+(the FT-Transformer ``TabularEncoder`` when available, else a linear layer) that joins the
+fusion as one more modality, and a logistic-regression-like linear term on the standardised
+statistics added to the logits. That linear term is what keeps tiny label sets (10–30
+labels) at least as good as morphology + logistic regression, the baseline astronomers
+would otherwise use; the embedding term adds what the statistics miss.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+HeadKind = Literal["late", "gated", "cross_attention"]
+
+
+@dataclasses.dataclass
+class HeadConfig:
+    """Fusion head hyper-parameters.
+
+    Attributes:
+        kind: ``late`` (concatenate → MLP), ``gated`` (learned per-object modality weights
+            over the present modalities) or ``cross_attention`` (image tokens ↔ spectrum tokens).
+        hidden: width of the MLP / projections.
+        dropout: dropout inside the head (strong regularisation for few labels).
+        n_heads: attention heads (cross-attention only).
+        tabular: ``none``; ``linear`` (standardised features → linear term + linear branch);
+            ``encoder`` (FT-Transformer branch from ``galclip.models.tabular`` + linear term).
+        tabular_linear_term: add the logistic-regression-like linear term on the tabular features.
+    """
+
+    kind: HeadKind = "late"
+    hidden: int = 64
+    dropout: float = 0.2
+    n_heads: int = 4
+    tabular: Literal["none", "linear", "encoder"] = "none"
+    tabular_linear_term: bool = True
+
+
+def _mlp(d_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(d_in), nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.GELU(),
+                         nn.Dropout(dropout), nn.Linear(hidden, n_out))
+
+
+def _masked(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Zero rows whose modality is absent (``m`` False) without touching the others."""
+    return x * m.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
+class LateFusionHead(nn.Module):
+    """Concatenate (masked) modality vectors and presence flags → MLP.
+
+    The flags let the MLP tell "absent" from "embedding near zero".
+    """
+
+    def __init__(self, dims: dict[str, int], n_out: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.names = list(dims)
+        self.norms = nn.ModuleDict({k: nn.LayerNorm(d) for k, d in dims.items()})
+        self.mlp = _mlp(sum(dims.values()) + len(dims), cfg.hidden, n_out, cfg.dropout)
+
+    def forward(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], tokens=None) -> torch.Tensor:
+        parts = [_masked(self.norms[k](vecs[k]), masks[k]) for k in self.names]
+        flags = [masks[k].to(parts[0].dtype)[:, None] for k in self.names]
+        return self.mlp(torch.cat(parts + flags, dim=1))
+
+
+class GatedFusionHead(nn.Module):
+    """Project each modality to ``hidden``; a softmax gate over the *present* modalities mixes them.
+
+    Absent modalities get gate logit −∞, so the fused vector is a convex combination of the
+    modalities actually observed for that object (image-only inference = image projection).
+    """
+
+    def __init__(self, dims: dict[str, int], n_out: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.names = list(dims)
+        self.proj = nn.ModuleDict({k: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.hidden), nn.GELU())
+                                   for k, d in dims.items()})
+        self.gate = nn.ModuleDict({k: nn.Linear(cfg.hidden, 1) for k in dims})
+        self.out = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(),
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, n_out))
+        self.last_gates: torch.Tensor | None = None
+
+    def forward(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], tokens=None) -> torch.Tensor:
+        h = torch.stack([self.proj[k](vecs[k]) for k in self.names], dim=1)  # (N, M, H)
+        m = torch.stack([masks[k] for k in self.names], dim=1)  # (N, M)
+        g = torch.cat([self.gate[k](h[:, i]) for i, k in enumerate(self.names)], dim=1)
+        g = g.masked_fill(~m, float("-inf"))
+        w = torch.softmax(g, dim=1)
+        w = torch.nan_to_num(w, nan=0.0)  # a row with no modality at all → zero vector
+        self.last_gates = w.detach()
+        return self.out((w[..., None] * h).sum(1))
+
+
+class CrossAttentionHead(nn.Module):
+    """Intermediate fusion: image tokens attend to spectrum tokens and vice versa.
+
+    Each stream keeps its own (pooled) self-representation; the cross-attended part is used
+    only when the other modality is present, so a missing spectrum never injects attention
+    over padding. Pooled streams and any extra vector modalities (tabular) go to an MLP.
+    """
+
+    def __init__(self, dims: dict[str, int], token_dims: dict[str, int], n_out: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        d = cfg.hidden
+        self.token_proj = nn.ModuleDict({k: nn.Sequential(nn.LayerNorm(f), nn.Linear(f, d)) for k, f in token_dims.items()})
+        self.cross = nn.ModuleDict({k: nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+                                    for k in token_dims})
+        self.norm = nn.ModuleDict({k: nn.LayerNorm(d) for k in token_dims})
+        self.extra = [k for k in dims if k not in token_dims]
+        self.extra_proj = nn.ModuleDict({k: nn.Sequential(nn.LayerNorm(dims[k]), nn.Linear(dims[k], d)) for k in self.extra})
+        self.names = list(token_dims)
+        n_in = d * (len(self.names) + len(self.extra)) + len(self.names) + len(self.extra)
+        self.mlp = _mlp(n_in, d, n_out, cfg.dropout)
+
+    def forward(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                tokens: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        assert tokens is not None, "cross-attention head needs image_tokens/spectrum_tokens"
+        t = {k: self.token_proj[k](tokens[k]) for k in self.names}
+        pooled = []
+        for k in self.names:
+            others = [o for o in self.names if o != k]
+            q = t[k]
+            out = q
+            for o in others:
+                present = masks[o]
+                # rows without the other modality: attend over unmasked dummy keys, then discard
+                pad = torch.zeros(q.shape[0], t[o].shape[1], dtype=torch.bool, device=q.device)
+                att, _ = self.cross[k](q, t[o], t[o], key_padding_mask=pad, need_weights=False)
+                out = out + _masked(att, present)
+            pooled.append(_masked(self.norm[k](out).mean(1), masks[k]))
+        extra = [_masked(self.extra_proj[k](vecs[k]), masks[k]) for k in self.extra]
+        flags = [masks[k].to(t[self.names[0]].dtype)[:, None] for k in self.names + self.extra]
+        return self.mlp(torch.cat(pooled + extra + flags, dim=1))
+
+
+def _tabular_encoder(columns: Sequence[str], hidden: int, dropout: float) -> nn.Module:
+    """FT-Transformer encoder from ``galclip.models.tabular`` (learned missing-value tokens)."""
+    from galclip.models.tabular import TabularEncoder
+
+    heads = 4 if hidden % 4 == 0 else 1
+    return TabularEncoder(list(columns), dim=hidden, depth=1, heads=heads, dropout=dropout)
+
+
+class FusionClassifier(nn.Module):
+    """A fusion head plus optional tabular branch and linear tabular term.
+
+    Args:
+        cfg: head config.
+        embed_dims: ``{"image": D, "spectrum": D}`` — the vector modalities to fuse (a subset
+            is fine, e.g. only ``image`` for an image-only baseline).
+        n_out: 1 for binary (logit of merger), C for multi-class.
+        tabular_columns: names of the (standardised) tabular features; empty = none.
+        token_dims: ``{"image": Fi, "spectrum": Fs}`` for the cross-attention head.
+    """
+
+    def __init__(self, cfg: HeadConfig, embed_dims: dict[str, int], n_out: int = 1,
+                 tabular_columns: Sequence[str] = (), token_dims: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.modalities = list(embed_dims)
+        self.tabular_columns = list(tabular_columns)
+        n_tabular = len(self.tabular_columns)
+        self.use_tab = cfg.tabular != "none" and n_tabular > 0
+        dims = dict(embed_dims)
+        self.tab_encoder: nn.Module | None = None
+        if self.use_tab:
+            if cfg.tabular == "encoder":
+                self.tab_encoder = _tabular_encoder(self.tabular_columns, cfg.hidden, cfg.dropout)
+            else:
+                self.tab_encoder = nn.Linear(n_tabular, cfg.hidden)
+            dims["tabular"] = cfg.hidden
+        self.linear_term = nn.Linear(n_tabular, n_out) if self.use_tab and cfg.tabular_linear_term else None
+        if not dims:
+            self.head: nn.Module | None = None
+        elif cfg.kind == "late":
+            self.head = LateFusionHead(dims, n_out, cfg)
+        elif cfg.kind == "gated":
+            self.head = GatedFusionHead(dims, n_out, cfg)
+        elif cfg.kind == "cross_attention":
+            tok = {k: v for k, v in (token_dims or {}).items() if k in embed_dims}
+            if not tok:
+                raise ValueError("cross_attention head needs token_dims for at least one modality")
+            self.head = CrossAttentionHead(dims, tok, n_out, cfg)
+        else:
+            raise ValueError(f"unknown head kind {cfg.kind!r}")
+        # The embedding term starts small so training begins near the linear (LR-like) model.
+        self.embed_scale = nn.Parameter(torch.tensor(0.1 if self.linear_term is not None else 1.0))
+
+    @property
+    def needs_tokens(self) -> bool:
+        return self.cfg.kind == "cross_attention"
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (N, n_out) from a feature dictionary (missing keys → modality absent)."""
+        n = next(v.shape[0] for v in feats.values() if isinstance(v, torch.Tensor))
+        vecs: dict[str, torch.Tensor] = {}
+        masks: dict[str, torch.Tensor] = {}
+        for k in self.modalities:
+            vecs[k] = torch.nan_to_num(feats[k], nan=0.0)
+            masks[k] = feats.get(f"has_{k}", torch.ones(n, dtype=torch.bool, device=vecs[k].device)).bool()
+        logits = 0.0
+        if self.use_tab:
+            raw = feats["tabular"]
+            tab = torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)  # standardised: 0 = typical value
+            vecs["tabular"] = self.tab_encoder(raw if self.cfg.tabular == "encoder" else tab)
+            masks["tabular"] = torch.ones(n, dtype=torch.bool, device=tab.device)
+            if self.linear_term is not None:
+                logits = self.linear_term(tab)
+        if self.head is not None:
+            tokens = None
+            if self.needs_tokens:
+                tokens = {k: torch.nan_to_num(feats[f"{k}_tokens"], nan=0.0) for k in self.modalities
+                          if f"{k}_tokens" in feats}
+            logits = logits + self.embed_scale * self.head(vecs, masks, tokens)
+        if not isinstance(logits, torch.Tensor):
+            raise ValueError("FusionClassifier has no inputs (no modality and no tabular features)")
+        return logits
+
+
+def modality_dropout(feats: dict[str, torch.Tensor], p: float, generator: torch.Generator | None = None,
+                     names: tuple[str, ...] = ("image", "spectrum")) -> dict[str, torch.Tensor]:
+    """Randomly hide one modality of objects that have several (never all of them).
+
+    Training with this makes image-only and spectrum-only inference work: the head has
+    seen both kinds of partial inputs.
+    """
+    present = [k for k in names if f"has_{k}" in feats and k in feats]
+    if p <= 0 or len(present) < 2:
+        return feats
+    out = dict(feats)
+    n = feats[f"has_{present[0]}"].shape[0]
+    both = torch.stack([feats[f"has_{k}"].bool() for k in present], 1).all(1)
+    drop = (torch.rand(n, generator=generator) < p) & both
+    which = torch.randint(0, len(present), (n,), generator=generator)
+    for i, k in enumerate(present):
+        out[f"has_{k}"] = feats[f"has_{k}"].bool() & ~(drop & (which == i))
+    return out
+
+
+def count_parameters(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def init_linear_from(term: nn.Linear, coef: torch.Tensor, intercept: torch.Tensor) -> None:
+    """Initialise the linear tabular term (e.g. from a fitted logistic regression)."""
+    with torch.no_grad():
+        term.weight.copy_(coef.reshape(term.weight.shape))
+        term.bias.copy_(intercept.reshape(term.bias.shape))
+
+
+__all__ = ["HeadConfig", "FusionClassifier", "LateFusionHead", "GatedFusionHead", "CrossAttentionHead",
+           "modality_dropout", "count_parameters", "init_linear_from"]

@@ -1,0 +1,55 @@
+"""Tabular inputs for the heads: catalogue columns + classical morphology, standardised.
+
+Classical morphology (Gini, M20, asymmetry, concentration, ...) + logistic regression is
+the strong few-label merger baseline on real images; the heads take the same statistics
+as an input so that galclip can only add to it. The scaling is the tabular team's
+:class:`~galclip.data.tabular.TabularPreprocessor` (robust, NaN = missing, JSON-saved).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from galclip.data.dataset import SurveyDataset
+from galclip.data.tabular import TabularPrepConfig, TabularPreprocessor
+from galclip.finetune.features import tabular_raw
+
+
+@dataclasses.dataclass
+class TabularInputConfig:
+    """Which tabular features feed the head (used when ``head.tabular`` is not ``none``).
+
+    Attributes:
+        columns: stored catalogue columns (``tabular/<name>`` of the dataset); None = all.
+        morphology: add Gini/M20/asymmetry/concentration/... measured with statmorph (cached).
+        prep: cleaning/standardisation of the columns.
+    """
+
+    columns: list[str] | None = None
+    morphology: bool = True
+    prep: TabularPrepConfig = dataclasses.field(default_factory=TabularPrepConfig)
+
+
+def build_tabular(dataset: SurveyDataset, cfg: TabularInputConfig, fit_rows: np.ndarray,
+                  cache_dir: str | Path | None = None, n_jobs: int = 1,
+                  ) -> tuple[np.ndarray, list[str], TabularPreprocessor | None]:
+    """Standardised tabular matrix (N, K) (NaN = missing), its column names and the fitted scaler.
+
+    The scaler is fitted on ``fit_rows`` only (never the test rows); it uses no labels.
+    """
+    raw, names = tabular_raw(dataset, cfg.columns, cfg.morphology, cache_dir, n_jobs=n_jobs)
+    if not names:
+        return np.zeros((len(dataset), 0), np.float32), [], None
+    # drop columns that are entirely missing on the fitting rows (nothing to learn from)
+    ok = [j for j in range(len(names)) if np.isfinite(raw[fit_rows, j]).any()]
+    raw, names = raw[:, ok], [names[j] for j in ok]
+    prep_cfg = dataclasses.replace(cfg.prep, columns=None)
+    prep = TabularPreprocessor(prep_cfg).fit(raw[fit_rows], names)
+    return prep.transform(raw, names).astype(np.float32), names, prep
+
+
+def prep_to_dict(prep: TabularPreprocessor | None) -> dict[str, Any] | None:
+    return None if prep is None else prep.to_dict()

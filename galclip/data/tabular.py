@@ -20,8 +20,10 @@ values (``-9999``) for failed measurements and outright absurd entries. A
    Signed heavy-tailed quantities (line fluxes and EWs measured on noisy spectra scatter
    below zero) get ``asinh(x / s)`` instead (Lupton et al. 1999 "asinh magnitudes": linear
    within the softening ``s`` = the column's robust sigma, logarithmic beyond): the
-   configured ``asinh_columns``, or, auto-detected, columns with non-positive values whose
-   2.5/97.5 % tail reaches ``asinh_tail`` robust sigmas from the median.
+   configured ``asinh_columns``, or, auto-detected, columns with non-positive values
+   whose median lies within one 5-95 % width of zero (zero is a natural point of the
+   scale: not M20, which sits far below it) and whose 2.5/97.5 % tail reaches
+   ``asinh_tail`` robust sigmas from the median.
 3. **Robust standardisation**: ``(x - median) / (IQR / 1.349)`` (Gaussian-sigma units,
    insensitive to outliers); fallbacks to the standard deviation, then 1, for degenerate
    columns.
@@ -242,8 +244,9 @@ class TabularPreprocessor:
         if cfg.asinh_columns is not None:
             do_asinh = name in cfg.asinh_columns
         else:
+            p5, p50, p95 = np.percentile(fin, [5, 50, 95])
             do_asinh = bool(cfg.auto_log and not do_log and fin.size >= 20 and fin.min() <= 0
-                            and _tail(fin) >= cfg.asinh_tail)
+                            and abs(p50) < p95 - p5 and _tail(fin) >= cfg.asinh_tail)
         if do_asinh:
             asinh = _robust_sigma(fin)
             fin = np.arcsinh(fin / asinh)

@@ -56,7 +56,8 @@ def test_asinh_for_signed_heavy_tailed_columns(rng):
     noise = rng.normal(0, 2, n)
     line = np.where(rng.random(n) < 0.5, 10 ** rng.normal(1.5, 0.6, n), 0.0) + noise  # emitters + noise
     cols = ["line_flux", "m20", "asym"]
-    x = np.stack([line, rng.normal(-1.8, 0.3, n), rng.normal(0.05, 0.05, n)], axis=1)  # m20 < 0, asym ± (Gaussian)
+    m20 = -1.8 + np.where(rng.random(n) < 0.1, rng.exponential(0.5, n), rng.normal(0, 0.1, n))  # < 0, tailed
+    x = np.stack([line, m20, rng.normal(0.05, 0.05, n)], axis=1)  # asym: ± but Gaussian
     prep = TabularPreprocessor().fit(x, cols)
     assert prep.asinh_columns == ["line_flux"] and prep.log_columns == []
     st = prep.stats["line_flux"]

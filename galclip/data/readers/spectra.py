@@ -288,6 +288,8 @@ def read_spplate(path: str | Path) -> tuple[list[SpectrumRecord], list[str]]:
         flux = np.asarray(hdu_data(path, hdul, 0, "flux image"))
         if flux.ndim != 2:
             raise InputFileError(path, f"spPlate flux must be 2-D (fibre, pixel), got shape {flux.shape}")
+        if flux.shape[0] == 0 or flux.shape[1] < MIN_GOOD_PIXELS:
+            raise InputFileError(path, f"spPlate flux image too small {flux.shape}")
         c0, c1 = header_float(hdr, "COEFF0"), header_float(hdr, "COEFF1")
         if not (np.isfinite(c0) and np.isfinite(c1) and c1 > 0):
             raise InputFileError(path, "missing COEFF0/COEFF1 log-lambda keywords")

@@ -309,6 +309,26 @@ def with_tabular_tower(cfg: Any, train_values: Any, columns: Sequence[str],
     return dataclasses.replace(cfg, spectrum=spectrum)
 
 
+def augment_tabular(x: Tensor, drop: float = 0.15, jitter: float = 0.05,
+                    generator: torch.Generator | None = None) -> Tensor:
+    """A random view of standardised catalogue rows for contrastive training.
+
+    Each present entry is hidden (→ NaN, i.e. the learned missing token) with probability
+    ``drop`` and the rest get Gaussian jitter of ``jitter`` robust sigmas — the tabular
+    analogue of masking spectral pixels, and it teaches the encoder that any subset of
+    columns can be absent. Categorical codes must not be jittered: pass ``jitter=0`` or
+    jitter only numerical columns. Missing entries stay missing.
+    """
+    if drop <= 0 and jitter <= 0:
+        return x
+    u = torch.rand(x.shape, generator=generator, device="cpu").to(x.device)
+    out = torch.where(u < drop, torch.full_like(x, float("nan")), x)
+    if jitter > 0:
+        noise = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+        out = out + jitter * noise
+    return out
+
+
 def is_tabular_model(model: nn.Module) -> bool:
     """True when a GalClip's second tower is the tabular encoder (not a spectrum encoder)."""
     return isinstance(getattr(model, "spectrum_encoder", None), TabularSecondTower)

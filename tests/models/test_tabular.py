@@ -257,3 +257,21 @@ def test_tabular_tower_config_errors():
     with pytest.raises(ConfigError, match="not a tabular tower option"):
         build_model(get_model_config("tiny", spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
                                                            options={"columns": ["a"], "colums": 1})))
+
+
+def test_augment_tabular_views():
+    from galclip.models.tabular import augment_tabular
+
+    x = torch.randn(2000, 5)
+    x[:, 0] = NAN
+    g = torch.Generator().manual_seed(0)
+    v = augment_tabular(x, drop=0.2, jitter=0.1, generator=g)
+    assert torch.isnan(v[:, 0]).all()  # missing stays missing
+    dropped = torch.isnan(v[:, 1:]).float().mean().item()
+    assert 0.17 < dropped < 0.23
+    kept = ~torch.isnan(v[:, 1:])
+    diff = (v[:, 1:] - x[:, 1:])[kept]
+    assert 0.08 < diff.std().item() < 0.12
+    assert augment_tabular(x, drop=0, jitter=0) is x
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    torch.testing.assert_close(augment_tabular(x, generator=g1), augment_tabular(x, generator=g2), equal_nan=True)

@@ -39,10 +39,10 @@ class IndexConfig:
         out: index directory to write.
         kind: which embedding the index holds; the others are stored beside it for
             cross-modal queries.
-        factory: FAISS factory string; empty = chosen by size (Flat / HNSW / IVF).
+        factory: FAISS factory string; empty = chosen by size (Flat / IVF,Flat / IVF,SQ8).
         search_params: search-time parameters (e.g. ``efSearch=128``, ``nprobe=32``);
             empty = a default matched to the factory.
-        train_size: vectors sampled to train IVF/PQ quantisers.
+        train_size: vectors sampled to train IVF/PQ quantisers (0 = 40 per inverted list).
         batch_rows: vectors added per block (bounds memory).
         shard_rows: >0 builds an IVF index in shards of this many vectors and merges the
             inverted lists on disk (``index.ivfdata``, memory-mapped) — for surveys beyond RAM.
@@ -58,7 +58,7 @@ class IndexConfig:
     kind: EmbedKind = "joint"
     factory: str = ""
     search_params: str = ""
-    train_size: int = 100_000
+    train_size: int = 0
     batch_rows: int = 65536
     shard_rows: int = 0
     batch_size: int = 128
@@ -90,7 +90,7 @@ def _split_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict, dict]:
 def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any],
                     kind: str, labels: Mapping[str, np.ndarray] | None = None, factory: str = "",
                     search_params: str = "", checkpoint_sha256: str = "", model_name: str = "",
-                    dataset: str = "", checkpoint: str = "", train_size: int = 100_000,
+                    dataset: str = "", checkpoint: str = "", train_size: int = 0,
                     batch_rows: int = 65536, shard_rows: int = 0, seed: int = 0, overwrite: bool = False,
                     spectrum_lambda: np.ndarray | None = None, preprocess: Mapping[str, Any] | None = None) -> Path:
     """Write a complete index directory from arrays — the model-free core of ``galclip index``.
@@ -207,6 +207,14 @@ def run_index(cfg: IndexConfig) -> Path:
     """CLI stage: embed (or read) then build and save the index directory."""
     if cfg.embeddings:
         arrays, meta = read_precomputed(cfg.embeddings)
+        if cfg.checkpoint:  # both given: they must belong together
+            from galclip.models.checkpoint import checkpoint_hash
+
+            sha = checkpoint_hash(cfg.checkpoint)
+            if meta.get("checkpoint_sha256") and sha != meta["checkpoint_sha256"]:
+                raise InputFileError(cfg.embeddings, f"embeddings were made by another model (sha256 "
+                                                     f"{str(meta['checkpoint_sha256'])[:12]}…, {cfg.checkpoint}: {sha[:12]}…)")
+            meta["checkpoint"] = str(Path(cfg.checkpoint).resolve())
     else:
         arrays, meta = embed_with_model(cfg)
     idmap, emb, labels = _split_arrays(arrays)

@@ -109,7 +109,7 @@ def test_bad_factory_and_missing_kind(tmp_path, clustered):
 
 def test_auto_factory_by_size():
     assert auto_factory(1000, 128) == "Flat"
-    assert auto_factory(1_000_000, 128).startswith("HNSW")
+    assert auto_factory(1_000_000, 128) == "IVF4096,Flat"
     assert auto_factory(50_000_000, 128).startswith("IVF")
     assert auto_factory(1000, 128, on_disk=True).startswith("IVF")
     idx = faiss.index_factory(128, auto_factory(50_000_000, 128), faiss.METRIC_INNER_PRODUCT)

@@ -110,3 +110,26 @@ def test_index_from_precomputed_embeddings(tmp_path, tiny_dataset, tiny_checkpoi
     loaded = load_index(idx, embedding_kind="joint")
     assert loaded.manifest.count == 24 and set(loaded.store.kinds) == {"image", "spectrum", "joint"}
     assert "merger" in loaded.store.label_columns and loaded.store.spectrum_lambda is not None
+
+
+def test_cli_index_and_search(tmp_path, tiny_dataset, tiny_checkpoint, capsys):
+    import torch
+
+    from galclip.cli import main
+    from galclip.models import build_model, get_model_config
+    from galclip.models.checkpoint import save_checkpoint
+    from galclip.pretrain.embed import EmbedConfig, run_embed
+
+    data = DataConfig(path=str(tiny_dataset), image=ImagePrep(size=32))
+    emb = run_embed(EmbedConfig(data=data, checkpoint=str(tiny_checkpoint), out=str(tmp_path / "e.h5"), device="cpu"))
+    idx = tmp_path / "idx"
+    assert main(["index", "--checkpoint", str(tiny_checkpoint), "--out", str(idx), f"embeddings={emb}", "kind=image"]) == 0
+    assert main(["search", "--index", str(idx), "--id", "obj002", "--k", "4", "--out", str(tmp_path / "s"),
+                 "gallery=false"]) == 0
+    assert len(Table.read(tmp_path / "s" / "neighbours.csv", format="ascii.csv")) == 4
+    torch.manual_seed(7)
+    cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=256)
+    other = save_checkpoint(build_model(cfg), cfg, tmp_path / "other")
+    assert main(["index", "--checkpoint", str(other), "--out", str(tmp_path / "bad"), f"embeddings={emb}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "another model" in err and str(emb) in err

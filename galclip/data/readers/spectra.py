@@ -356,7 +356,7 @@ def detect_format(path: str | Path) -> str:
         hdr = hdul[0].header
         if hdr.get("NAXIS", 0) == 2 and "COEFF0" in hdr and "COEFF1" in hdr:
             return "boss"
-    raise InputFileError(path, "unrecognised spectrum format (expected SDSS spec-*, DESI coadd/spectra or BOSS spPlate)")
+    raise InputFileError(path, "unrecognised or truncated spectrum file (expected SDSS spec-*, DESI coadd/spectra or BOSS spPlate)")
 
 
 def read_spectrum_file(path: str | Path, keep_sky: bool = False) -> tuple[list[SpectrumRecord], list[str]]:

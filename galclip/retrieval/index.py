@@ -7,12 +7,14 @@ never leaves a half-written index that a later search would trust.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+import h5py
 import numpy as np
 
 from galclip.config import to_dict
@@ -191,37 +193,79 @@ def dataset_grid(dataset: str) -> np.ndarray | None:
         return None
 
 
-def read_precomputed(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a ``galclip embed`` output file: (arrays, provenance)."""
-    from galclip.pretrain.embed import read_embeddings
+def read_precomputed(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], h5py.File]:
+    """Open a ``galclip embed`` file lazily: (arrays, provenance, open file).
 
-    if not Path(path).exists():
+    Id-map and label columns are read into memory; the (N,D) embedding matrices stay
+    h5py datasets that the index build reads block by block, so a survey larger than RAM
+    can be indexed. The caller closes the returned file.
+    """
+    path = Path(path)
+    if not path.exists():
         raise InputFileError(path, "embeddings file not found")
-    arrays, meta = read_embeddings(path)
-    meta = dict(meta)
-    meta.setdefault("dataset", meta.get("dataset_path", meta.get("data", "")))
-    return arrays, meta
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read embeddings ({exc})") from None
+    if h5.attrs.get("format") != "galclip-embeddings" or "object_id" not in h5:
+        h5.close()
+        raise InputFileError(path, "not a galclip embeddings file (write it with `galclip embed`)")
+    meta = json.loads(h5.attrs.get("meta", "{}"))
+    arrays: dict[str, Any] = {}
+    for key in h5.keys():
+        ds = h5[key]
+        if key in EMBED_KINDS:
+            arrays[key] = ds
+        elif ds.dtype.kind == "O":
+            arrays[key] = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]], dtype=object)
+        else:
+            arrays[key] = ds[()]
+    return arrays, meta, h5
 
 
 def run_index(cfg: IndexConfig) -> Path:
     """CLI stage: embed (or read) then build and save the index directory."""
-    if cfg.embeddings:
-        arrays, meta = read_precomputed(cfg.embeddings)
-        if cfg.checkpoint:  # both given: they must belong together
-            from galclip.models.checkpoint import checkpoint_hash
+    h5 = None
+    try:
+        if cfg.embeddings:
+            arrays, meta, h5 = read_precomputed(cfg.embeddings)
+            _check_pairing(cfg, meta)
+            meta.setdefault("preprocess", _dataset_bands(str(meta.get("dataset", ""))))
+        else:
+            arrays, meta = embed_with_model(cfg)
+        idmap, emb, labels = _split_arrays(arrays)
+        return build_index_dir(cfg.out, idmap, emb, cfg.kind, labels, cfg.factory, cfg.search_params,
+                               checkpoint_sha256=str(meta.get("checkpoint_sha256", "")),
+                               model_name=str(meta.get("model_name", "")), dataset=str(meta.get("dataset", "")),
+                               checkpoint=str(meta.get("checkpoint", cfg.checkpoint)), train_size=cfg.train_size,
+                               batch_rows=cfg.batch_rows, shard_rows=cfg.shard_rows, seed=cfg.seed,
+                               overwrite=cfg.overwrite, spectrum_lambda=dataset_grid(str(meta.get("dataset", ""))),
+                               preprocess=meta.get("preprocess"))
+    finally:
+        if h5 is not None:
+            h5.close()
 
-            sha = checkpoint_hash(cfg.checkpoint)
-            if meta.get("checkpoint_sha256") and sha != meta["checkpoint_sha256"]:
-                raise InputFileError(cfg.embeddings, f"embeddings were made by another model (sha256 "
-                                                     f"{str(meta['checkpoint_sha256'])[:12]}…, {cfg.checkpoint}: {sha[:12]}…)")
-            meta["checkpoint"] = str(Path(cfg.checkpoint).resolve())
-    else:
-        arrays, meta = embed_with_model(cfg)
-    idmap, emb, labels = _split_arrays(arrays)
-    return build_index_dir(cfg.out, idmap, emb, cfg.kind, labels, cfg.factory, cfg.search_params,
-                           checkpoint_sha256=str(meta.get("checkpoint_sha256", "")),
-                           model_name=str(meta.get("model_name", "")), dataset=str(meta.get("dataset", "")),
-                           checkpoint=str(meta.get("checkpoint", cfg.checkpoint)), train_size=cfg.train_size,
-                           batch_rows=cfg.batch_rows, shard_rows=cfg.shard_rows, seed=cfg.seed,
-                           overwrite=cfg.overwrite, spectrum_lambda=dataset_grid(str(meta.get("dataset", ""))),
-                           preprocess=meta.get("preprocess"))
+
+def _check_pairing(cfg: IndexConfig, meta: dict[str, Any]) -> None:
+    """With both embeddings and a checkpoint given, they must come from the same model."""
+    if not cfg.checkpoint:
+        return
+    from galclip.models.checkpoint import checkpoint_hash
+
+    sha = checkpoint_hash(cfg.checkpoint)
+    if meta.get("checkpoint_sha256") and sha != meta["checkpoint_sha256"]:
+        raise InputFileError(cfg.embeddings, f"embeddings were made by another model (sha256 "
+                                             f"{str(meta['checkpoint_sha256'])[:12]}…, {cfg.checkpoint}: {sha[:12]}…)")
+    meta["checkpoint"] = str(Path(cfg.checkpoint).resolve())
+
+
+def _dataset_bands(dataset: str) -> dict[str, Any]:
+    """``{"bands": [...]}`` of a dataset when it can be read (image-file queries need the order)."""
+    from galclip.data.shards import read_manifest
+
+    if not dataset or not Path(dataset).exists():
+        return {}
+    try:
+        return {"bands": list(read_manifest(dataset).bands)}
+    except InputFileError:
+        return {}

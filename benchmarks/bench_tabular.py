@@ -14,6 +14,11 @@ non-test rows):
 * ``ft_scarf``  the same encoder first pretrained without labels on all non-test rows
   (SCARF: random-feature-corruption views + NT-Xent from lightly), then a logistic
   regression on its frozen [CLS] features
+* ``ft_clip``   the encoder as GalClip's second tower (``spectrum.kind: tabular``),
+  pretrained contrastively against the *images* of the non-test rows (CLIP loss of
+  ``galclip.pretrain.losses``), then a logistic regression on its frozen features: does
+  image supervision make the catalogue encoder better at finding mergers? (one
+  pretraining per scenario, ``--clip-steps 0`` skips it)
 
 Each at several label budgets × seeds, also with 30 % of all tabular entries removed at
 random (``missing30``: the baselines impute the median, the encoder uses its learned
@@ -136,8 +141,43 @@ def scarf_pretrain(x: torch.Tensor, columns: list[str], seed: int, epochs: int =
     return enc.eval()
 
 
+def clip_pretrain(ds: SurveyDataset, rows: np.ndarray, x: torch.Tensor, raw: np.ndarray, names: list[str],
+                  steps: int, batch: int = 128, seed: int = 0) -> torch.nn.Module:
+    """Image ↔ catalogue CLIP pretraining of GalClip with the tabular second tower."""
+    from galclip.models import build_model, get_model_config
+    from galclip.models.tabular import augment_tabular, with_tabular_tower
+    from galclip.pretrain.augment import AugmentConfig, augment_images
+    from galclip.pretrain.data import load_tensors
+    from galclip.pretrain.losses import clip_loss
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    base = get_model_config("tiny", n_bands=ds.n_bands, image_size=ds.cfg.image.size,
+                            spectrum=dict(kind="tabular", width=32, depth=2, heads=4, dropout=0.1))
+    cfg = with_tabular_tower(base, raw[rows], names)  # same prep config as the benchmark's
+    model = build_model(cfg)
+    tens = load_tensors(ds.subset(rows), progress=False)
+    xt = x[rows]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    aug = AugmentConfig()
+    model.train()
+    for step in range(steps):
+        b = torch.randperm(len(rows), generator=g)[:batch]  # distinct rows: no false negatives
+        img, _ = augment_images(tens["image"][b], tens["image_ivar"][b], aug, g)
+        zi = model.encode_image(img)
+        zt = model.encode_spectrum(augment_tabular(xt[b], generator=g), None)
+        loss = clip_loss(zi, zt, model.scale())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
 def sample_labels(pool: np.ndarray, y: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
     """``budget`` labelled rows from ``pool`` with at least 2 of each class."""
+    n_pos = int(y[pool].sum())
+    if min(n_pos, len(pool) - n_pos) < 2 or budget > len(pool):
+        raise SystemExit(f"cannot draw {budget} labels with 2 of each class from {len(pool)} rows ({n_pos} positive)")
     while True:
         pick = rng.choice(pool, size=budget, replace=False)
         if 2 <= y[pick].sum() <= budget - 2:
@@ -157,6 +197,7 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, nargs="+", default=[20, 50, 100, 200])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--test-frac", type=float, default=0.4)
+    ap.add_argument("--clip-steps", type=int, default=300, help="image-catalogue CLIP pretraining steps (0: skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tabular.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -188,8 +229,16 @@ def main() -> None:
         x = prep.transform(x_raw, names)
         mcols = [names.index(c) for c in morph]
         xt = torch.from_numpy(x)
-        per: dict[str, dict[int, list[dict[str, float]]]] = {m: {b: [] for b in args.budgets}
-                                                               for m in ("morph_lr", "tab_lr", "ft", "ft_scarf")}
+        methods = ["morph_lr", "tab_lr", "ft", "ft_scarf"] + (["ft_clip"] if args.clip_steps > 0 else [])
+        per: dict[str, dict[int, list[dict[str, float]]]] = {m: {b: [] for b in args.budgets} for m in methods}
+        clip_feats = None
+        if args.clip_steps > 0:
+            t0 = time.time()
+            clip_model = clip_pretrain(ds.subset(np.flatnonzero(keep)), pool, xt, x_raw, names, args.clip_steps)
+            with torch.no_grad():
+                f = clip_model.spectrum_features(xt, None).numpy()
+            clip_feats = (f - f[pool].mean(0)) / (f[pool].std(0) + 1e-6)
+            print(f"[{scenario}] image-catalogue CLIP pretraining: {time.time() - t0:.0f}s", flush=True)
         for seed in range(args.seeds):
             t0 = time.time()
             scarf = scarf_pretrain(xt[pool], names, seed)
@@ -208,6 +257,8 @@ def main() -> None:
                 enc = train_ft(xt[lab], yl, names, seed)
                 per["ft"][b].append(scores(yt_, predict_ft(enc, xt[test])))
                 per["ft_scarf"][b].append(scores(yt_, fit_lr(feats[lab], yl, feats[test], c=0.1)))
+                if clip_feats is not None:
+                    per["ft_clip"][b].append(scores(yt_, fit_lr(clip_feats[lab], yl, clip_feats[test], c=0.1)))
             print(f"[{scenario}] seed {seed} done ({time.time() - t0:.0f}s, scarf {t_scarf:.0f}s)", flush=True)
         summary = {}
         for m, by_b in per.items():
@@ -234,6 +285,7 @@ def main() -> None:
         "n_test": int(len(test)),
         "budgets": args.budgets,
         "seeds": args.seeds,
+        "clip_steps": args.clip_steps,
         "chance_ap": float(y_all[test].mean()),
         "results": results,
         "seconds": round(time.time() - t_start, 1),

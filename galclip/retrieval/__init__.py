@@ -1,0 +1,15 @@
+"""Retrieval on galclip embeddings: FAISS index directories, similarity search (also across
+modalities), few-shot labeling, merger-candidate ranking, and galleries / HTML reports.
+
+Modules (the array-level functions need no model):
+
+* :mod:`~galclip.retrieval.store` — index directory format, :func:`load_index` with checks.
+* :mod:`~galclip.retrieval.build` — index construction by factory string, sharded on-disk IVF.
+* :mod:`~galclip.retrieval.index` — ``galclip index``.
+* :mod:`~galclip.retrieval.query`, :mod:`~galclip.retrieval.search` — ``galclip search``.
+* :mod:`~galclip.retrieval.fewshot` — kNN / prototype few-shot classifiers, :func:`fewshot_curve`.
+* :mod:`~galclip.retrieval.label` — ``galclip label``.
+* :mod:`~galclip.retrieval.candidates` — ``galclip candidates``.
+* :mod:`~galclip.retrieval.gallery` — PNG galleries and the self-contained HTML report.
+* :mod:`~galclip.retrieval.tables` — CSV/FITS result tables.
+"""

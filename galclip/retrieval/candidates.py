@@ -52,6 +52,11 @@ class CandidatesConfig:
         dataset: dataset for gallery pixels ("" = the one in the manifest).
         batch_rows: survey rows scored per block.
         formats: table formats.
+        from_label: demo/evaluation mode on a labelled (e.g. simulated) survey: draw
+            ``n_known`` examples with ``from_label`` = 1 as the known mergers and as many
+            with 0 as known non-mergers, and report precision at the top of the ranking.
+        n_known: examples drawn per side with ``from_label``.
+        seed: seed of that draw.
     """
 
     index: str = ""
@@ -68,6 +73,9 @@ class CandidatesConfig:
     dataset: str = ""
     batch_rows: int = 65536
     formats: list[str] = dataclasses.field(default_factory=lambda: ["csv", "fits"])
+    from_label: str = ""
+    n_known: int = 5
+    seed: int = 0
 
 
 def _top_mean(x: np.ndarray, examples: np.ndarray, m: int) -> np.ndarray:
@@ -139,6 +147,22 @@ def _ids(store: EmbeddingStore, path: str, ids: list[str], what: str) -> np.ndar
     return np.unique(rows[rows >= 0])
 
 
+def draw_known(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` rows labelled 1 and ``n`` labelled 0, drawn reproducibly (sorted row numbers)."""
+    rng = np.random.default_rng(seed)
+    pos = rng.permutation(np.flatnonzero(labels == 1))[:n]
+    neg = rng.permutation(np.flatnonzero(labels == 0))[:n]
+    return np.sort(pos), np.sort(neg)
+
+
+def precision_at(table: Table, store: EmbeddingStore, label: str, cuts: tuple[int, ...] = (10, 50, 100)) -> dict:
+    """Fraction of true positives (stored ``label`` == 1) in the top N, and the base rate."""
+    truth = store.label(label)[store.rows_of(list(table["object_id"]))]
+    out = {f"top{n}": float(np.mean(truth[:n] == 1)) for n in cuts if n <= len(truth)}
+    out["base_rate"] = float(np.mean(truth == 1)) if len(truth) else float("nan")
+    return out
+
+
 def run_candidates(cfg: CandidatesConfig) -> Table:
     """CLI stage: rank the survey, write the table, gallery of the top N and the HTML report."""
     if not cfg.index:
@@ -147,9 +171,11 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
     store = loaded.store
     kind = cfg.kind or loaded.manifest.embedding_kind
     pos = _ids(store, cfg.positives, cfg.positive_ids, "merger")
-    if pos.size == 0:
-        raise ConfigError("give known mergers: positives=table.csv or positive_ids=[id1,id2,...]")
     neg = _ids(store, cfg.negatives, cfg.negative_ids, "non-merger")
+    if cfg.from_label and pos.size == 0:
+        pos, neg = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed)
+    if pos.size == 0:
+        raise ConfigError("give known mergers: positives=table.csv or positive_ids=[id1,id2,...] (or from_label=merger)")
     table = rank_candidates(store, kind, pos, neg, cfg.top_m, cfg.negative_weight, cfg.exclude_known, cfg.batch_rows)
     out = Path(cfg.out)
     write_table(table, out / "candidates", cfg.formats)
@@ -169,8 +195,12 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
                        f"{f' and away from {neg.size} known non-mergers' if neg.size else ''} "
                        f"({kind} embeddings, score = mean top-{cfg.top_m} cosine similarity to mergers − "
                        f"{cfg.negative_weight} × that to non-mergers). Index: {loaded.root}."))
-    atomic_write_json(out / "summary.json", dict(index=str(loaded.root), kind=kind, n_positives=int(pos.size),
-                                                 n_negatives=int(neg.size), n_ranked=len(table), top_m=cfg.top_m,
-                                                 negative_weight=cfg.negative_weight))
+    summary = dict(index=str(loaded.root), kind=kind, n_positives=int(pos.size), n_negatives=int(neg.size),
+                   n_ranked=len(table), top_m=cfg.top_m, negative_weight=cfg.negative_weight,
+                   known_positive_ids=[str(v) for v in store.object_id[pos]])
+    if cfg.from_label:
+        summary["precision_at"] = precision_at(table, store, cfg.from_label)
+        log.info("precision of the ranking vs stored %r: %s", cfg.from_label, summary["precision_at"])
+    atomic_write_json(out / "summary.json", summary)
     log.info("ranked %d objects -> %s", len(table), out)
     return table

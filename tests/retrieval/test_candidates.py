@@ -16,7 +16,8 @@ def _survey(tmp_path, clustered, n=600):
     x[::10] = np.nan  # some objects lack this modality
     idmap = dict(object_id=np.array([f"s{i}" for i in range(n)], dtype=object), ra=np.arange(n) * 0.01,
                  dec=np.ones(n), has_image=np.isfinite(x).all(1), has_spectrum=np.zeros(n, bool))
-    return build_index_dir(tmp_path / "idx", idmap, {"image": x}, "image"), x, y
+    labels = {"merger": (y == 0).astype(float)}
+    return build_index_dir(tmp_path / "idx", idmap, {"image": x}, "image", labels=labels), x, y
 
 
 def test_known_like_objects_rank_first(tmp_path, clustered):
@@ -69,3 +70,15 @@ def test_candidates_stage_outputs(tmp_path, clustered):
         assert (tmp_path / "c" / name).exists()
     with pytest.raises(ConfigError, match="known mergers"):
         run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "e")))
+
+
+def test_demo_mode_draws_known_examples_and_reports_precision(tmp_path, clustered):
+    import json
+
+    idx, x, y = _survey(tmp_path, clustered)
+    run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "c"), from_label="merger", n_known=4, top_n=4))
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["n_positives"] == 4 and summary["n_negatives"] == 4
+    assert all(y[int(o[1:])] == 0 for o in summary["known_positive_ids"])
+    prec = summary["precision_at"]
+    assert prec["top50"] >= 0.9 and prec["base_rate"] < 0.3

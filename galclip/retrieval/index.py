@@ -176,7 +176,7 @@ def embed_with_model(cfg: IndexConfig) -> tuple[dict[str, np.ndarray], dict[str,
     meta = {"checkpoint_sha256": checkpoint_hash(cfg.checkpoint), "model_name": getattr(mcfg, "name", ""),
             "dataset": str(Path(cfg.data.path).resolve()), "checkpoint": str(Path(cfg.checkpoint).resolve()),
             "preprocess": {"image": to_dict(cfg.data.image), "spectrum": to_dict(cfg.data.spectrum),
-                           "bands": list(dataset.manifest.bands)}}
+                           **_dataset_info(cfg.data.path)}}
     return arrays, meta
 
 
@@ -230,7 +230,7 @@ def run_index(cfg: IndexConfig) -> Path:
         if cfg.embeddings:
             arrays, meta, h5 = read_precomputed(cfg.embeddings)
             _check_pairing(cfg, meta)
-            meta.setdefault("preprocess", _dataset_bands(str(meta.get("dataset", ""))))
+            meta.setdefault("preprocess", _dataset_info(str(meta.get("dataset", ""))))
         else:
             arrays, meta = embed_with_model(cfg)
         idmap, emb, labels = _split_arrays(arrays)
@@ -259,13 +259,20 @@ def _check_pairing(cfg: IndexConfig, meta: dict[str, Any]) -> None:
     meta["checkpoint"] = str(Path(cfg.checkpoint).resolve())
 
 
-def _dataset_bands(dataset: str) -> dict[str, Any]:
-    """``{"bands": [...]}`` of a dataset when it can be read (image-file queries need the order)."""
+def _dataset_info(dataset: str) -> dict[str, Any]:
+    """How the dataset stores cutouts (band order, stored size, ingest resize mode).
+
+    An image-file query must be brought to the same state as a stored row before the
+    dataset preprocessing runs (e.g. a 423-px JPEG area-resampled to the stored 96 px).
+    """
     from galclip.data.shards import read_manifest
 
     if not dataset or not Path(dataset).exists():
         return {}
     try:
-        return {"bands": list(read_manifest(dataset).bands)}
+        man = read_manifest(dataset)
     except InputFileError:
         return {}
+    ingest = (man.provenance or {}).get("config", {}) if isinstance(man.provenance, dict) else {}
+    mode = ingest.get("image_resize", "area") if isinstance(ingest, dict) else "area"
+    return {"bands": list(man.bands), "stored_image_size": int(man.image_size), "image_resize": str(mode)}

@@ -96,13 +96,22 @@ def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tup
 
 
 @torch.no_grad()
-def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, bands: Sequence[str] | None = None) -> Query:
-    """Embed an image file with the image tower, preprocessed like the dataset."""
+def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, bands: Sequence[str] | None = None,
+                          stored_size: int = 0, resize_mode: str = "area") -> Query:
+    """Embed an image file with the image tower, preprocessed like the dataset.
+
+    The cutout is first brought to the dataset's stored size the way ingest does it
+    (``stored_size`` / ``resize_mode``), then the dataset preprocessing ``prep`` runs.
+    """
+    from galclip.data.ingest import square_resize
+
     path = Path(path)
     img, ivar = read_image_file(path, bands)
     n_bands = int(model.cfg.n_bands)
     if img.shape[0] != n_bands:
         raise InputFileError(path, f"image has {img.shape[0]} bands, the model expects {n_bands}")
+    if stored_size and img.shape[-2:] != (stored_size, stored_size):
+        img, ivar = square_resize(img, ivar, stored_size, resize_mode)
     x, _ = prepare_image(img, ivar, prep)
     vec = model.encode_image(torch.from_numpy(x)[None]).float().numpy()[0]
     return Query(name=path.name, kind="image", vector=vec, image=img)

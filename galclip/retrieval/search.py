@@ -109,8 +109,9 @@ def build_queries(loaded: LoadedIndex, cfg: SearchConfig) -> list[Query]:
     model = load_checked_model(loaded, cfg.checkpoint)
     img_prep, spec_prep = _prep(loaded, cfg)
     if cfg.image_file:
-        bands = (loaded.manifest.preprocess or {}).get("bands")
-        return [query_from_image_file(model, cfg.image_file, img_prep, bands)]
+        info = loaded.manifest.preprocess or {}
+        return [query_from_image_file(model, cfg.image_file, img_prep, info.get("bands"),
+                                      int(info.get("stored_image_size", 0)), str(info.get("image_resize", "area")))]
     grid = loaded.store.spectrum_lambda
     if grid is None:
         raise ConfigError(f"index {loaded.root} has no wavelength grid stored (built without a spectroscopic "

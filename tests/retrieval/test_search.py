@@ -66,8 +66,16 @@ def test_file_queries_find_the_same_object(tmp_path, tiny_dataset, tiny_checkpoi
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(spec), fits.BinTableHDU(info)]).writeto(
         tmp_path / "spec-0001-52000-0005.fits")
 
+    big = np.kron(raw["image_array"], np.ones((1, 2, 2), np.float32))  # same field at twice the sampling
+    fits.PrimaryHDU(big).writeto(tmp_path / "cutout64.fits")
+
     img_idx = _index(tmp_path, tiny_dataset, tiny_checkpoint, "image")
     t = run_search(SearchConfig(index=str(img_idx), out=str(tmp_path / "qi"), image_file=str(tmp_path / "cutout.fits"), k=3))
+    assert t["object_id"][0] == "obj005" and t["score"][0] > 0.999
+    # a larger cutout is resampled to the stored size the way ingest does it
+    assert load_index(img_idx).manifest.preprocess["stored_image_size"] == 32
+    t = run_search(SearchConfig(index=str(img_idx), out=str(tmp_path / "qb"), image_file=str(tmp_path / "cutout64.fits"),
+                                k=3, gallery=False))
     assert t["object_id"][0] == "obj005" and t["score"][0] > 0.999
 
     spec_idx = _index(tmp_path, tiny_dataset, tiny_checkpoint, "spectrum")

@@ -7,9 +7,9 @@ prototypes) on galclip embeddings of
   ``--embeddings FILE.h5`` (from ``galclip embed``), for each label column (``merger``,
   ``merger_stage``) and embedding kind (image, spectrum, joint). With ``--random-init`` the
   same architecture with untrained weights is measured too, to show what pretraining adds;
-* the real Galaxy Zoo 1 cutouts — ``--gz1-embeddings FILE.h5`` (embeddings of an ingested
-  ``gz1_dev`` dataset by a 3-band model; labels ``is_merger`` / ``gz1_class``). Skipped,
-  with the reason recorded, when absent.
+* the real Galaxy Zoo 1 cutouts — ``--gz1-embeddings FILE.h5`` or ``--gz1-data DIR
+  --gz1-checkpoint CKPT`` (an ingested ``gz1_dev`` dataset and a 3-band i,r,g image model;
+  labels ``merger`` / ``gz1_class``). Skipped, with the reason recorded, when absent.
 
 Writes ``benchmarks/results/fewshot.json``. Example::
 
@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embeddings", default="", help="precomputed embeddings (galclip embed) instead of data+checkpoint")
     ap.add_argument("--random-init", action="store_true", help="also measure the untrained architecture")
     ap.add_argument("--gz1-embeddings", default="", help="embeddings of the real Galaxy Zoo 1 cutouts")
+    ap.add_argument("--gz1-data", default="", help="ingested gz1_dev dataset (with --gz1-checkpoint)")
+    ap.add_argument("--gz1-checkpoint", default="", help="a 3-band (i,r,g) image model for --gz1-data")
     ap.add_argument("--labels", nargs="+", default=["merger", "merger_stage"])
-    ap.add_argument("--gz1-labels", nargs="+", default=["is_merger", "gz1_class"])
+    ap.add_argument("--gz1-labels", nargs="+", default=["merger", "is_merger", "gz1_class"])
     ap.add_argument("--kinds", nargs="+", default=list(KINDS))
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -124,13 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["simulated"] = {"skipped": "give --data and --checkpoint, or --embeddings"}
         print("simulated survey: skipped (give --data and --checkpoint, or --embeddings)")
+    gz1 = None
     if args.gz1_embeddings and Path(args.gz1_embeddings).exists():
-        arrays, meta = read_embeddings(args.gz1_embeddings)
+        gz1 = read_embeddings(args.gz1_embeddings)
+    elif args.gz1_data and args.gz1_checkpoint and Path(args.gz1_data).exists():
+        gz1 = embed(args.gz1_data, args.gz1_checkpoint, False, args.batch_size, args.image_size)
+    if gz1 is not None:
+        arrays, meta = gz1
         print(f"Galaxy Zoo 1 ({len(arrays['object_id'])} objects)")
         report["gz1"] = dict(meta={k: meta.get(k) for k in ("checkpoint_sha256", "model_name", "dataset")},
                              curves=curves(arrays, args.gz1_labels, ["image"], args.shots, args.seeds, args.k))
     else:
-        report["gz1"] = {"skipped": "no --gz1-embeddings given or file absent (real cutouts need a 3-band model)"}
+        report["gz1"] = {"skipped": "no --gz1-embeddings / --gz1-data + --gz1-checkpoint given, or absent "
+                                    "(the real cutouts need a 3-band i,r,g image model)"}
         print("Galaxy Zoo 1: skipped")
     atomic_write_json(args.out, report)
     print(f"wrote {args.out}")

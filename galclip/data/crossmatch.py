@@ -157,6 +157,8 @@ def crossmatch(ids: np.ndarray, ra: np.ndarray, dec: np.ndarray, cat: Catalog, b
         return match_by_id(list(ids), cat.ids.tolist())
     if cat.ra_column is None or cat.dec_column is None:
         raise InputFileError(cat.path, "positional match needs ra/dec columns (set ra_column, dec_column)")
+    if not np.isfinite(ra).any():
+        raise ConfigError("positional match impossible: none of the data rows has RA/Dec (match by id instead)")
     cra, cdec = cat.coords()
     return match_by_position(ra, dec, cra, cdec, radius_arcsec)
 
@@ -204,6 +206,14 @@ def run_crossmatch(cfg: CrossmatchConfig) -> dict[str, Any]:
         **counts, "csv_rows": n_written,
         "median_separation_arcsec": float(np.nanmedian(res.separation_arcsec)) if res.method == "position" and counts["matched"] else None,
     }
+    if counts["matched"] == 0:
+        if res.method == "id" and not np.isfinite(ra).any():
+            report["warning"] = "no object ids in common and the data rows have no RA/Dec: a positional match is impossible"
+        elif res.method == "id":
+            report["warning"] = "no object ids in common"
+        else:
+            report["warning"] = f"no catalogue source within {cfg.radius_arcsec} arcsec of any row"
+        print(f"crossmatch: warning: {report['warning']}")
     atomic_write_json(out / "crossmatch_report.json", report)
     print(f"crossmatch ({res.method}): {counts['rows']} rows, {counts['matched']} matched, "
           f"{counts['ambiguous']} ambiguous, {counts['unmatched']} unmatched → {out / 'crossmatch.csv'}")

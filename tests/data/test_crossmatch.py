@@ -57,3 +57,18 @@ def test_real_darg_against_sdss_photometry(tmp_path):
     rep = run_crossmatch(CrossmatchConfig(data=str(kc), catalog=str(darg), out=str(tmp_path / "xm")))
     assert rep["method"] == "position" and rep["rows"] == 10000
     assert rep["matched"] == 53 and rep["median_separation_arcsec"] < 1.0
+
+
+def test_positional_match_without_positions_is_an_error(tmp_path):
+    from galclip.errors import ConfigError
+
+    w = ShardWriter(tmp_path / "ds", [], 0, np.linspace(4000, 9000, 16))
+    w.add(dict(object_id="a", spectrum_flux=np.ones(16), spectrum_ivar=np.ones(16)))
+    w.close()
+    cat = tmp_path / "cat.csv"
+    cat.write_text("name,ra,dec\nb,1,2\n")
+    with pytest.raises(ConfigError, match="none of the data rows has RA/Dec"):
+        run_crossmatch(CrossmatchConfig(data=str(tmp_path / "ds"), catalog=str(cat), by="position",
+                                        out=str(tmp_path / "xm")))
+    rep = run_crossmatch(CrossmatchConfig(data=str(tmp_path / "ds"), catalog=str(cat), out=str(tmp_path / "xm")))
+    assert rep["matched"] == 0 and "impossible" in rep["warning"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from faiss.contrib.ondisk import merge_ondisk
 from tqdm.auto import tqdm
 
+from galclip.errors import ConfigError
 from galclip.retrieval.store import IVFDATA_FILE, normalise, valid_rows, write_faiss
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,9 @@ def default_search_params(factory: str, n: int) -> str:
     """
     if "HNSW" in factory and "IVF" not in factory:
         return "efSearch=64"
-    if "IVF" in factory:
-        nlist = int(factory.split("IVF")[1].split(",")[0].split("_")[0])
+    m = re.search(r"IVF(\d+)", factory)
+    if m:
+        nlist = int(m.group(1))
         probe = 8 if factory.rstrip().endswith(",Flat") else 16
         return f"nprobe={max(1, min(nlist, probe))}"
     return ""
@@ -87,8 +90,14 @@ def new_index(factory: str, d: int) -> faiss.Index:
         if not isinstance(index, faiss.IndexIVF):  # IVF stores ids itself; others need a map
             index = faiss.index_factory(d, "IDMap2," + factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise ValueError(f"invalid FAISS factory string {factory!r}: {str(exc).splitlines()[-1][:160]}") from None
+        raise ConfigError(f"invalid FAISS factory string {factory!r}: {str(exc).splitlines()[-1][:160]}") from None
     return index
+
+
+def count_valid(vectors: Any, batch_rows: int = 65536) -> int:
+    """Rows with an embedding (one pass in blocks; the index size decides the factory)."""
+    return int(sum(valid_rows(np.asarray(vectors[a:a + batch_rows], np.float32)).sum()
+                   for a in range(0, len(vectors), batch_rows)))
 
 
 def sample_rows(vectors: Any, n_sample: int, seed: int, batch_rows: int = 65536) -> np.ndarray:
@@ -103,7 +112,7 @@ def sample_rows(vectors: Any, n_sample: int, seed: int, batch_rows: int = 65536)
             block = np.asarray(vectors[a:a + batch_rows], np.float32)[sel]
             parts.append(block[valid_rows(block)])
     if not parts:
-        raise ValueError("no valid vectors to train the index on")
+        raise ConfigError("no valid vectors to train the index on")
     return normalise(np.concatenate(parts))
 
 
@@ -165,7 +174,7 @@ def build_ondisk(vectors: Any, factory: str, root: str | Path, shard_rows: int, 
     d = int(vectors.shape[1])
     index = new_index(factory, d)
     if not isinstance(index, faiss.IndexIVF):
-        raise ValueError(f"on-disk/sharded builds need an IVF factory string, got {factory!r}")
+        raise ConfigError(f"on-disk/sharded builds need an IVF factory string, got {factory!r}")
     train_index(index, vectors, train_size, seed)
     trained = root / "trained.faiss"
     write_faiss(index, trained)

@@ -20,7 +20,7 @@ import numpy as np
 from galclip.config import to_dict
 from galclip.data.dataset import DataConfig
 from galclip.errors import ConfigError, InputFileError
-from galclip.retrieval.build import (apply_search_params, auto_factory, build_index, build_ondisk,
+from galclip.retrieval.build import (apply_search_params, auto_factory, build_index, build_ondisk, count_valid,
                                      default_search_params)
 from galclip.retrieval.store import (EMBED_KINDS, EMBEDDINGS_FILE, INDEX_FILE, ID_COLUMNS, IndexManifest,
                                      load_index, write_faiss, write_manifest, write_store)
@@ -122,13 +122,43 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
     vectors = embeddings[kind]
     n, d = int(vectors.shape[0]), int(vectors.shape[1])
     on_disk = shard_rows > 0
-    factory = factory or auto_factory(n, d, on_disk=on_disk)
-    search_params = search_params or default_search_params(factory, n)
+    n_valid = count_valid(vectors, batch_rows)  # e.g. only the objects that have a spectrum
+    if n_valid == 0:
+        raise ConfigError(f"no object has a {kind} embedding: nothing to index")
+    factory = factory or auto_factory(n_valid, d, on_disk=on_disk)
+    search_params = search_params or default_search_params(factory, n_valid)
     stage = out.with_name(f".{out.name}.partial")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
+    try:
+        _build_into(stage, vectors, idmap, embeddings, kind, labels, factory, search_params, checkpoint_sha256,
+                    model_name, dataset, checkpoint, train_size, batch_rows, shard_rows, seed, spectrum_lambda,
+                    preprocess)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # never leave a half-built index behind
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        stage.rename(out)
+    load_index(out).store.close()  # verify what was written (manifest vs files) before reporting success
+    log.info("wrote %s: %d of %d objects indexed with %s", out, n_valid, n, factory)
+    return out
+
+
+def _build_into(stage: Path, vectors: Any, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any], kind: str,
+                labels: Mapping[str, np.ndarray] | None, factory: str, search_params: str, checkpoint_sha256: str,
+                model_name: str, dataset: str, checkpoint: str, train_size: int, batch_rows: int, shard_rows: int,
+                seed: int, spectrum_lambda: np.ndarray | None, preprocess: Mapping[str, Any] | None) -> None:
+    """Write index, store and manifest into the staging directory."""
+    n, d = int(vectors.shape[0]), int(vectors.shape[1])
+    on_disk = shard_rows > 0
     t0 = time.time()
-    log.info("indexing %d %s vectors (d=%d) with %r", n, kind, d, factory)
+    log.info("indexing %s vectors (d=%d) with %r", kind, d, factory)
     if on_disk:
         index = build_ondisk(vectors, factory, stage, shard_rows, train_size, seed, batch_rows)
     else:
@@ -145,18 +175,6 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
                         build_seconds=round(build_s, 3), search_params=search_params,
                         preprocess=dict(preprocess or {}))
     write_manifest(stage, man)
-    del index
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        stage.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(out)
-    load_index(out)  # verify what was written (manifest vs files) before reporting success
-    log.info("wrote %s: %d vectors, %s, %.1fs", out, man.count, factory, build_s)
-    return out
 
 
 def embed_with_model(cfg: IndexConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -113,3 +113,14 @@ def test_auto_factory_by_size():
     assert auto_factory(1000, 128, on_disk=True).startswith("IVF")
     idx = faiss.index_factory(128, auto_factory(50_000_000, 128), faiss.METRIC_INNER_PRODUCT)
     assert faiss.extract_index_ivf(idx).nlist >= 16384
+
+
+def test_failed_rebuild_keeps_the_old_index(tmp_path, clustered):
+    idmap, emb = _arrays(clustered, n=200)
+    out = build_index_dir(tmp_path / "i", idmap, emb, "image")
+    with pytest.raises(ConfigError, match="factory"):
+        build_index_dir(out, idmap, emb, "spectrum", factory="IVF-broken", overwrite=True)
+    assert load_index(out).manifest.embedding_kind == "image"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i"]  # no staging leftovers
+    with pytest.raises(ConfigError, match="no object has a spectrum"):
+        build_index_dir(tmp_path / "j", idmap, {**emb, "spectrum": np.full_like(emb["image"], np.nan)}, "spectrum")

@@ -72,7 +72,8 @@ def get_dataset(args: argparse.Namespace) -> Path:
         from galclip.config import load_config
         from galclip.data.sim.survey import SimulateConfig, run_simulate
 
-        cfg = load_config(SimulateConfig, None, [f"n={args.n}", f"out={out}", f"seed={args.sim_seed}"])
+        cfg = load_config(SimulateConfig, None, [f"n={args.n}", f"out={out}", f"seed={args.sim_seed}",
+                                                 "derived=true", "morphology=true"])  # the baseline needs morphology
         run_simulate(cfg)
     return out
 

@@ -19,6 +19,7 @@ import bisect
 import dataclasses
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -55,16 +56,22 @@ class DataConfig:
 
 
 class _ShardReader:
-    """Lazily opened, per-process HDF5 handles (re-opened after a fork)."""
+    """Lazily opened, per-process HDF5 handles (re-opened after a fork).
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    At most ``max_open`` shards stay open (least recently used are closed): every open
+    HDF5 file holds its own chunk caches, so keeping all shards of a large survey open
+    would make memory grow with the number of shards.
+    """
+
+    def __init__(self, paths: Sequence[Path], max_open: int = 16) -> None:
         self.paths = list(paths)
-        self._files: dict[int, h5py.File] = {}
+        self.max_open = max(1, int(max_open))
+        self._files: OrderedDict[int, h5py.File] = OrderedDict()
         self._pid = os.getpid()
 
     def file(self, i: int) -> h5py.File:
         if os.getpid() != self._pid:  # forked worker: never reuse the parent's handles
-            self._files = {}
+            self._files = OrderedDict()
             self._pid = os.getpid()
         f = self._files.get(i)
         if f is None:
@@ -73,6 +80,14 @@ class _ShardReader:
             except OSError as exc:
                 raise InputFileError(self.paths[i], f"cannot open shard ({exc})") from None
             self._files[i] = f
+            while len(self._files) > self.max_open:
+                _, old = self._files.popitem(last=False)
+                try:
+                    old.close()
+                except Exception:  # pragma: no cover - closing a dead handle
+                    pass
+        else:
+            self._files.move_to_end(i)
         return f
 
     def close(self) -> None:
@@ -81,10 +96,10 @@ class _ShardReader:
                 f.close()
             except Exception:  # pragma: no cover - closing a dead handle
                 pass
-        self._files = {}
+        self._files = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"paths": self.paths, "_files": {}, "_pid": -1}
+        return {"paths": self.paths, "max_open": self.max_open, "_files": OrderedDict(), "_pid": -1}
 
 
 def read_rows(h5: h5py.File, start: int, stop: int, label_columns: Sequence[str],

@@ -7,8 +7,6 @@ threshold-free ROC AUC / PR AUC and the expected calibration error (torchmetrics
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import numpy as np
 import torch
 from sklearn import metrics as skm
@@ -16,33 +14,48 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ece")
 
-_THRESHOLD_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "f1": lambda y, p: skm.f1_score(y, p, zero_division=0),
-    "balanced_accuracy": skm.balanced_accuracy_score,
-    "accuracy": skm.accuracy_score,
-    "mcc": skm.matthews_corrcoef,
-}
+THRESHOLD_METRICS = ("f1", "balanced_accuracy", "accuracy", "mcc")
+
+
+def _curve_scores(tp: np.ndarray, fp: np.ndarray, pos: int, neg: int, metric: str) -> np.ndarray:
+    """Metric at every threshold from true/false positive counts (vectorised)."""
+    fn, tn = pos - tp, neg - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "f1":
+            s = 2 * tp / (2 * tp + fp + fn)
+        elif metric == "balanced_accuracy":
+            s = 0.5 * (tp / pos + tn / neg)
+        elif metric == "accuracy":
+            s = (tp + tn) / (pos + neg)
+        else:  # mcc
+            s = (tp * tn - fp * fn) / np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return np.nan_to_num(s, nan=0.0)
 
 
 def choose_threshold(y_true: np.ndarray, prob: np.ndarray, metric: str = "f1") -> float:
     """Threshold on ``prob`` maximising ``metric`` on validation labels.
 
-    Candidates are midpoints between sorted distinct probabilities (so the choice does not
-    sit on a training point); ties go to the threshold closest to 0.5. With a single class
-    in ``y_true`` nothing can be learned and 0.5 is returned.
+    Every distinct validation probability is a candidate cut, all scored at once from
+    :func:`sklearn.metrics.roc_curve` counts; the returned threshold is the midpoint between
+    the chosen cut and the next lower probability, so it does not sit on a validation point.
+    Ties go to the threshold closest to 0.5. With a single class in ``y_true`` nothing can
+    be learned and 0.5 is returned.
     """
-    if metric not in _THRESHOLD_METRICS:
-        raise ValueError(f"threshold metric {metric!r} not in {sorted(_THRESHOLD_METRICS)}")
+    if metric not in THRESHOLD_METRICS:
+        raise ValueError(f"threshold metric {metric!r} not in {sorted(THRESHOLD_METRICS)}")
     y = np.asarray(y_true).astype(int)
     p = np.asarray(prob, dtype=np.float64)
     ok = np.isfinite(p)
     y, p = y[ok], p[ok]
     if y.size == 0 or np.unique(y).size < 2:
         return 0.5
+    pos, neg = int(y.sum()), int((1 - y).sum())
+    fpr, tpr, thr = skm.roc_curve(y, p, drop_intermediate=False)
+    thr, tp, fp = thr[1:], tpr[1:] * pos, fpr[1:] * neg  # first point is "predict nothing"
+    scores = _curve_scores(tp, fp, pos, neg, metric)
     u = np.unique(p)
-    cands = np.concatenate([[u[0] - 1e-6], (u[1:] + u[:-1]) / 2]) if u.size > 1 else np.array([u[0] - 1e-6])
-    fn = _THRESHOLD_METRICS[metric]
-    scores = np.array([fn(y, (p >= t).astype(int)) for t in cands])
+    lower = u[np.clip(np.searchsorted(u, thr) - 1, 0, None)]
+    cands = np.where(lower < thr, (thr + lower) / 2, thr - 1e-6)
     best = np.flatnonzero(scores >= scores.max() - 1e-12)
     return float(cands[best[np.argmin(np.abs(cands[best] - 0.5))]])
 

@@ -41,7 +41,8 @@ def test_finetune_writes_head_metrics_and_per_object_tables(tiny_dataset: Path, 
     from galclip.finetune.train import load_head, run_finetune
 
     out = tmp_path / f"run_{kind}"
-    metrics = run_finetune(_ft_cfg(tiny_dataset, tiny_ckpt, out, f"head.kind={kind}"))
+    fast = ["train.epochs=3", "train.cv_folds=0"] if kind == "cross_attention" else []  # heavier head: keep it short
+    metrics = run_finetune(_ft_cfg(tiny_dataset, tiny_ckpt, out, f"head.kind={kind}", *fast))
     for f in ("head.safetensors", "head.json", "metrics.json", "predictions.csv", "predictions.fits"):
         assert (out / f).exists(), f
     assert set(metrics["test"]) == {"both", "image_only", "spectrum_only"}
@@ -129,7 +130,7 @@ def test_evaluate_harness_tiny(tiny_dataset: Path, tiny_ckpt: Path, tmp_path: Pa
     out = tmp_path / "ev"
     cfg = load_config(EvaluateConfig, None, [
         f"data.path={tiny_dataset}", "data.image.size=32", f"checkpoint={tiny_ckpt}", f"out={out}",
-        "budgets=[6,100]", "seeds=[0,1]", "train.epochs=5", "train.cv_folds=0", "cnn.epochs=1", "progress=false",
+        "budgets=[6,100]", "seeds=[0,1]", "train.epochs=3", "train.cv_folds=0", "cnn.epochs=1", "progress=false",
         "methods=[galclip_fusion,galclip_spectrum,random_init,cnn_scratch]"])
     rep = run_evaluate(cfg)
     assert rep["budgets"] == [6, rep["n_pool"]]  # budgets above the pool size are capped

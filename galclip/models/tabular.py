@@ -304,9 +304,33 @@ def with_tabular_tower(cfg: Any, train_values: Any, columns: Sequence[str],
     if categorical:
         prep_cfg = dataclasses.replace(prep_cfg, categorical={**prep_cfg.categorical, **dict(categorical)})
     prep = TabularPreprocessor(prep_cfg).fit(train_values, columns)
-    options = {"columns": list(prep.columns), "categorical": prep.categorical, "prep": prep.to_dict()}
+    options = {**(cfg.spectrum.options or {}), "columns": list(prep.columns), "categorical": prep.categorical,
+               "prep": prep.to_dict()}
     spectrum = dataclasses.replace(cfg.spectrum, kind="tabular", options=options)
     return dataclasses.replace(cfg, spectrum=spectrum)
+
+
+def resolve_tabular_tower(cfg: Any, dataset: Any, train_rows: Sequence[int] | None = None,
+                          prep_cfg: Any = None) -> Any:
+    """Pretraining hook: fit the tabular tower's preprocessing on the training rows.
+
+    No-op (returns ``cfg``) unless ``cfg.spectrum.kind == "tabular"`` and no preprocessor
+    is stored yet, so it can be called unconditionally after the train/val split::
+
+        mcfg = resolve_tabular_tower(mcfg, full_dataset, train_idx)
+
+    ``spectrum.options.columns`` (optional) selects catalogue columns; default: all of the
+    dataset's tabular columns. A one-line ``InputFileError`` names the dataset when it has
+    no (or not those) tabular columns.
+    """
+    if cfg.spectrum.kind != "tabular" or (cfg.spectrum.options or {}).get("prep"):
+        return cfg
+    from galclip.data.tabular import dataset_table
+
+    opts = _tower_options(cfg)
+    view = dataset.subset(train_rows) if train_rows is not None else dataset
+    raw, names = dataset_table(view, opts.get("columns") or None)
+    return with_tabular_tower(cfg, raw, names, prep_cfg, categorical=opts.get("categorical"))
 
 
 def augment_tabular(x: Tensor, drop: float = 0.15, jitter: float = 0.05,

@@ -264,6 +264,30 @@ def test_galclip_with_tabular_second_tower_trains_and_roundtrips(tmp_path):
         torch.testing.assert_close(again.encode_spectrum(x2, None), model.encode_spectrum(x, None))
 
 
+def test_resolve_tabular_tower_fits_on_training_rows_only(tmp_path):
+    from galclip.data.dataset import SurveyDataset
+    from galclip.errors import InputFileError
+    from galclip.models import get_model_config
+    from galclip.models.tabular import resolve_tabular_tower
+
+    ds = SurveyDataset(_tab_dataset(tmp_path))
+    spec = get_model_config("tiny", n_bands=2, image_size=64)
+    assert resolve_tabular_tower(spec, ds, range(10)) is spec  # spectrum towers: untouched
+    cfg = get_model_config("tiny", n_bands=2, image_size=64,
+                           spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
+                                         options={"columns": ["gini", "d4000"], "categorical": {}}))
+    out = resolve_tabular_tower(cfg, ds, range(10))
+    prep = out.spectrum.options["prep"]
+    assert out.spectrum.options["columns"] == ["gini", "d4000"]
+    train_d4000 = [ds[i]["tabular"][1].item() for i in range(10) if i != 5]  # row 5: sentinel
+    assert prep["stats"]["d4000"]["center"] == pytest.approx(float(np.median(train_d4000)), rel=1e-5)
+    assert resolve_tabular_tower(out, ds) is out  # already fitted: kept as saved
+    bad = get_model_config("tiny", spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
+                                                 options={"columns": ["sersic_n"]}))
+    with pytest.raises(InputFileError, match="missing tabular column 'sersic_n'"):
+        resolve_tabular_tower(bad, ds)
+
+
 def test_tabular_tower_config_errors():
     from galclip.models import build_model, get_model_config
 

@@ -167,7 +167,7 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
     """CLI stage: rank the survey, write the table, gallery of the top N and the HTML report."""
     if not cfg.index:
         raise ConfigError("give index=... (a directory from `galclip index`)")
-    loaded = load_index(cfg.index)
+    loaded = load_index(cfg.index, mmap=True)  # only the store is needed: do not read the index into RAM
     store = loaded.store
     kind = cfg.kind or loaded.manifest.embedding_kind
     pos = _ids(store, cfg.positives, cfg.positive_ids, "merger")

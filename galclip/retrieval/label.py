@@ -120,7 +120,7 @@ def run_label(cfg: LabelConfig) -> Table:
     """CLI stage: few-shot label the targets, write the table and a summary."""
     if not cfg.index:
         raise ConfigError("give index=... (a directory from `galclip index`)")
-    loaded = load_index(cfg.index)
+    loaded = load_index(cfg.index, mmap=True)  # only the store is needed: do not read the index into RAM
     store = loaded.store
     kind = cfg.kind or loaded.manifest.embedding_kind
     sup_rows, sup_vals = _support(store, cfg)

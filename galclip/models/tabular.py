@@ -51,6 +51,9 @@ module registers ``spectrum.kind: tabular`` with :func:`galclip.models.towers.re
     z_img, z_tab, scale = model(batch["image"], x, None)     # projection + L2 norm as usual
 
 ``save_checkpoint``/``load_model`` carry the fitted preprocessing in ``model.json``.
+Pretraining/embedding hooks: :func:`resolve_tabular_tower` (fit the preprocessing on the
+training rows; no-op for spectrum towers), :func:`second_tower_inputs` (pick spectrum or
+catalogue inputs from a batch), :func:`augment_tabular` (random-missing + jitter views).
 """
 from __future__ import annotations
 

@@ -136,3 +136,20 @@ def test_real_spectra_all_surveys(tmp_path):
     for i in (0, 1, 3):
         it = ds[i]
         assert it["has_spectrum"] and (it["spectrum_ivar"] > 0).float().mean() > 0.5
+
+
+def test_one_file_per_band_grouping(tmp_path):
+    from astropy.io import fits
+
+    for oid in ("a1", "b2"):
+        for k, b in enumerate("gr"):
+            fits.PrimaryHDU(np.full((20, 20), k + 1.0, np.float32)).writeto(tmp_path / f"{oid}_{b}.fits")
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / "c3_g.fits")  # r band missing
+    rep = run_ingest(IngestConfig(out=str(tmp_path / "ds"), images=[str(tmp_path / "*.fits")], image_bands=["g", "r"],
+                                  image_group_regex=r"(?P<id>.+)_(?P<band>[gr])\.fits$", image_size=12,
+                                  image_resize="crop", progress=False))
+    assert rep["rows"] == 2 and rep["bands"] == ["g", "r"]
+    assert "no file for band r" in rep["skipped"][0]["reason"]
+    raw = SurveyDataset(str(tmp_path / "ds")).raw_row(1)
+    assert raw["object_id"] == "b2" and raw["image_array"].shape == (2, 12, 12)
+    assert raw["image_array"][1].mean() == 2.0

@@ -94,3 +94,16 @@ def test_sample_is_magnitude_limited_and_sdss_like(sample):
     ivar = np.concatenate([r[S.SPEC_IVAR] for r in sample])
     mask = np.concatenate([r[S.SPEC_MASK] for r in sample])
     assert np.all(ivar[mask] == 0) and 0 < mask.mean() < 0.1
+
+
+def test_interactions_raise_sfr_and_agn_statistically_not_deterministically():
+    def draw(boost, agn):
+        out = [P.draw_galaxy(np.random.default_rng([9, i]), 0.1, -21.0, boost, agn, gr_rest_of=rest_gr) for i in range(600)]
+        return np.array([g.log_sfr for g in out]), np.array([g.agn for g in out])
+
+    sfr0, agn0 = draw(0.0, 1.0)
+    sfr1, agn1 = draw(0.25, 2.0)
+    assert 0.1 < np.median(sfr1) - np.median(sfr0) < 0.45
+    assert agn1.mean() > agn0.mean()
+    # distributions overlap: SFR alone cannot identify a merger
+    assert np.mean(sfr1 < np.median(sfr0)) > 0.25

@@ -99,7 +99,7 @@ class ModelConfig:
             raise ValueError(f"max_logit_scale must be >= 1, got {self.max_logit_scale}")
 
 
-_SMALL_VIT = {"patch_size": 8, "embed_dim": 192, "depth": 4, "num_heads": 3, "mlp_ratio": 4.0,
+_SMALL_VIT = {"patch_size": 8, "embed_dim": 128, "depth": 3, "num_heads": 4, "mlp_ratio": 4.0,
               "img_size": 64}
 
 #: Named model combinations (all exercised by tests/models).
@@ -111,7 +111,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # CPU default: small ViT over 8x8 patches + spectral-patch transformer (matmul-heavy,
     # which CPUs run near their peak; see benchmarks/bench_throughput.py)
     "small": dict(embed_dim=128, image=dict(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(_SMALL_VIT)),
-                  spectrum=dict(kind="transformer", width=128, depth=3, heads=4, patch_size=16, patch_stride=8)),
+                  spectrum=dict(kind="transformer", width=128, depth=2, heads=4, patch_size=64, patch_stride=32)),
     # CPU alternative: convolutional towers
     "small-conv": dict(embed_dim=128, image=dict(backbone="resnet10t", backbone_kwargs={}),
                        spectrum=dict(kind="conv1d", width=128, depth=5, kernel_size=7)),

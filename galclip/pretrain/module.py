@@ -166,7 +166,7 @@ class PretrainModule(pl.LightningModule):
             # one log_dict call every few steps: Lightning's per-call logging overhead is
             # milliseconds, comparable to a small model's step on a CPU
             n_pairs = float((batch["has_image"].bool() & batch["has_spectrum"].bool()).sum())
-            scalars = {"train/loss": float(loss.detach()), "train/logit_scale": float(self.model.scale()),
+            scalars = {"train/loss": float(loss.detach()), "train/logit_scale": float(self.model.scale().detach()),
                        "train/lr": float(sched.get_last_lr()[0]), "train/grad_norm": float(norm),
                        "train/pairs_in_batch": n_pairs, "train/skipped_steps": float(self.skipped_steps)}
             scalars.update({f"train/{k}": v for k, v in parts.items()})

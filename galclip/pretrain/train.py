@@ -156,9 +156,15 @@ class SafeCheckpoint(Callback):
 
 
 class Throughput(Callback):
-    """Training wall time excluding validation → pairs per second."""
+    """Training wall time excluding validation → pairs per second, and the data-wait share.
+
+    ``data_wait`` is the time between the end of one training step and the start of the
+    next (batch fetch + Lightning bookkeeping): the time the training core is not computing.
+    """
 
     def __init__(self) -> None:
+        self.data_wait = 0.0
+        self._end = None
         self.t0 = 0.0
         self.val_time = 0.0
         self._v0 = 0.0
@@ -169,11 +175,19 @@ class Throughput(Callback):
         self.t0 = time.perf_counter()
         self.start_batches = pl_module.batches_seen
 
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        self.data_wait += now - (self._end if self._end is not None else self.t0)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._end = time.perf_counter()
+
     def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._v0 = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.val_time += time.perf_counter() - self._v0
+        self._end = time.perf_counter()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.train_time = time.perf_counter() - self.t0 - self.val_time
@@ -229,6 +243,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     full = SurveyDataset(cfg.data)
@@ -325,6 +341,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     metrics.update({"steps": int(module.batches_seen), "skipped_steps": int(module.skipped_steps),
                     "resumed_from_step": start, "train_seconds": timer.train_time, "fit_seconds": fit_time,
                     "objects_per_second": pairs / timer.train_time if timer.train_time > 0 else float("nan"),
+                    "data_wait_fraction": timer.data_wait / timer.train_time if timer.train_time > 0 else float("nan"),
                     "paired_fraction": float(np.mean(full.column("has_spectrum")[train_idx]
                                                      & full.column("has_image")[train_idx])),
                     "global_batch": tc.batch_size, "world_size": world, "precision": precision,

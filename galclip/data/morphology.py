@@ -81,7 +81,7 @@ def central_segmap(image: np.ndarray, mask: np.ndarray | None = None, nsigma: fl
 
 
 def measure_morphology(image_hw: np.ndarray, ivar_hw: np.ndarray | None = None,
-                       sersic: bool = False, mid: bool = False) -> dict[str, float]:
+                       sersic: bool = False, mid: bool = False, mask_neighbours: bool = True) -> dict[str, float]:
     """Morphology of the central galaxy of one single-band cutout; NaN on any failure.
 
     Args:
@@ -90,6 +90,8 @@ def measure_morphology(image_hw: np.ndarray, ivar_hw: np.ndarray | None = None,
             the noise is then estimated from the sky.
         sersic: also fit a Sérsic profile (``sersic_n``).
         mid: also measure the MID statistics (multimode, intensity, deviation).
+        mask_neighbours: mask other detected sources (a detached companion then does not
+            count towards asymmetry; touching ones share the central segment anyway).
 
     Returns:
         ``{name: value}`` for :func:`morph_columns` (``mid``, ``sersic``). ``flag`` is statmorph's
@@ -100,13 +102,14 @@ def measure_morphology(image_hw: np.ndarray, ivar_hw: np.ndarray | None = None,
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            return _measure(image_hw, ivar_hw, sersic, out)
+            return _measure(image_hw, ivar_hw, sersic, out, mask_neighbours)
     except Exception as exc:  # statmorph/photutils raise many kinds on degenerate input
         log.debug("morphology failed: %s", exc)
         return {k: float("nan") for k in out}
 
 
-def _measure(image_hw: np.ndarray, ivar_hw: np.ndarray | None, sersic: bool, out: dict[str, float]) -> dict[str, float]:
+def _measure(image_hw: np.ndarray, ivar_hw: np.ndarray | None, sersic: bool, out: dict[str, float],
+             mask_neighbours: bool = True) -> dict[str, float]:
     from astropy.stats import sigma_clipped_stats
 
     img = np.asarray(image_hw, dtype=np.float64)
@@ -132,7 +135,7 @@ def _measure(image_hw: np.ndarray, ivar_hw: np.ndarray | None, sersic: bool, out
     if found is None:
         return out
     segdata, label = found
-    mask = bad | ((segdata != label) & (segdata != 0))  # other detected sources
+    mask = bad | ((segdata != label) & (segdata != 0)) if mask_neighbours else bad
     seg = (segdata == label).astype(np.int32)
     if iv is not None:
         weight = np.where(bad, sky_sigma, 1.0 / np.sqrt(np.where(bad, 1.0, iv)))

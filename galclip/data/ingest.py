@@ -537,6 +537,7 @@ def run_ingest(cfg: IngestConfig) -> dict[str, Any]:
     if cfg.image_size < 8:
         raise ConfigError("image_size must be >= 8")
     out = _prepare_out(cfg)
+    _cached_spectra.cache_clear()  # files may have changed since an earlier ingest in this process
     report = _Report()
     images, bands = _scan_images(cfg, report) if cfg.images else ([], ())
     spectra = _scan_spectra(cfg, report) if cfg.spectra else []
@@ -589,6 +590,7 @@ def run_ingest(cfg: IngestConfig) -> dict[str, Any]:
         writer.extend(chunk)
         writer.flush()
     bar.close()
+    _cached_spectra.cache_clear()
     man = writer.close()
     summary = _summarise(out, label_cols)
     report_obj = {

@@ -202,8 +202,6 @@ def _tab_dataset(tmp_path, n: int = 24):
 
 
 def test_galclip_with_tabular_second_tower_trains_and_roundtrips(tmp_path):
-    from torch.utils.data import DataLoader
-
     from galclip.data.dataset import SurveyDataset, collate
     from galclip.data.tabular import dataset_table
     from galclip.models import build_model, get_model_config, load_model, save_checkpoint

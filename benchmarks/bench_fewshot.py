@@ -46,7 +46,16 @@ def embed(data: str, checkpoint: str, random_init: bool, batch_size: int, image_
     if random_init:
         torch.manual_seed(0)
         model = build_model(cfg)
-    ds = SurveyDataset(DataConfig(path=data, image=ImagePrep(size=image_size or cfg.image_size)))
+    data_cfg = DataConfig(path=data, image=ImagePrep(size=image_size or cfg.image_size))
+    run_cfg = Path(checkpoint) / "config.yaml"  # a pretrain run directory: reuse its preprocessing
+    if run_cfg.exists():
+        from galclip.config import from_dict, read_yaml
+        from galclip.data.preprocess import SpectrumPrep
+
+        pre = read_yaml(run_cfg).get("data", {})
+        data_cfg.image = from_dict(ImagePrep, pre.get("image", {}))
+        data_cfg.spectrum = from_dict(SpectrumPrep, pre.get("spectrum", {}))
+    ds = SurveyDataset(data_cfg)
     arrays = embed_dataset(model, ds, batch_size=batch_size)
     return arrays, {"checkpoint_sha256": "" if random_init else checkpoint_hash(checkpoint), "dataset": data,
                     "model_name": cfg.name, "random_init": random_init}
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     gz1 = None
     if args.gz1_embeddings and Path(args.gz1_embeddings).exists():
         gz1 = read_embeddings(args.gz1_embeddings)
-    elif args.gz1_data and args.gz1_checkpoint and Path(args.gz1_data).exists():
+    elif args.gz1_data and Path(args.gz1_data).exists() and (Path(args.gz1_checkpoint) / "model.json").exists():
         gz1 = embed(args.gz1_data, args.gz1_checkpoint, False, args.batch_size, args.image_size)
     if gz1 is not None:
         arrays, meta = gz1

@@ -141,3 +141,21 @@ def test_cli_index_and_search(tmp_path, tiny_dataset, tiny_checkpoint, capsys):
     assert main(["index", "--checkpoint", str(other), "--out", str(tmp_path / "bad"), f"embeddings={emb}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "another model" in err and str(emb) in err
+
+
+@pytest.mark.shared
+def test_real_sdss_desi_and_jpeg_queries(tmp_path, tiny_dataset, tiny_checkpoint):
+    """Real survey files flow through the query path (the data team's readers + resampling)."""
+    from tests.conftest import shared_path
+
+    sdss = shared_path("sdss_spectra", "spec-0266-51602-0001.fits")
+    desi = shared_path("desi_spectra", "coadd-sv3-dark-26065.fits")
+    idx = _index(tmp_path, tiny_dataset, tiny_checkpoint, "image")
+    t = run_search(SearchConfig(index=str(idx), out=str(tmp_path / "a"), spectrum_file=str(sdss), k=3, gallery=False))
+    assert len(t) == 3 and set(t["query_kind"]) == {"spectrum"}
+    t = run_search(SearchConfig(index=str(idx), out=str(tmp_path / "b"), spectrum_file=str(desi), k=2))
+    assert len(set(t["query"])) >= 1 and (tmp_path / "b" / "report.html").exists()
+    # a 3-band JPEG cannot feed a 2-band model: one clear line naming the file
+    jpeg = next(iter(sorted(shared_path("gz1_dev", "images").glob("*.jpeg"))))
+    with pytest.raises(InputFileError, match="3 bands, the model expects 2"):
+        run_search(SearchConfig(index=str(idx), out=str(tmp_path / "c"), image_file=str(jpeg)))

@@ -18,7 +18,8 @@ tabular_head               tabular statistics only → same head
 random_init                randomly initialised encoders, fused → same head
 image_ssl                  image tower of an image-only SSL checkpoint (``image_ssl_checkpoint``)
 image_ssl_morph            the same + morphology statistics
-morphology_lr              Gini/M20/A/C... + logistic regression (scikit-learn)
+morphology_lr              Gini/M20/A/C... + logistic regression (scikit-learn); morphology
+                           columns only, even when the dataset has other catalogue columns
 cnn_scratch                small timm CNN trained from scratch with augmentation
 =========================  ==============================================================
 """
@@ -39,7 +40,7 @@ from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.errors import ConfigError
 from galclip.finetune.baselines import CNNConfig, cnn_from_scratch, morphology_lr
-from galclip.finetune.features import MODALITIES, extract_features, feature_tensors
+from galclip.finetune.features import cached_features, extract_features, feature_tensors, load_batches
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import HeadConfig
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
@@ -198,14 +199,6 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
     plt.close(fig)
 
 
-def _load_images(dataset: SurveyDataset, progress: bool) -> torch.Tensor:
-    """All images (N, B, H, W) in noise units for the CNN baseline."""
-    from tqdm.auto import tqdm
-
-    return torch.stack([dataset[i]["image"] for i in tqdm(range(len(dataset)), desc="load images",
-                                                           disable=not progress)])
-
-
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the label-budget evaluation; writes results CSV/JSON, a PNG and per-object probabilities."""
     t0 = time.time()
@@ -227,19 +220,31 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     model, mcfg, sha = load_encoder(cfg.checkpoint)
     check_compatible(mcfg, dataset, cfg.checkpoint)
     tokens = cfg.head.kind == "cross_attention"
-    store["pretrained"] = extract_features(model, dataset, tokens, cfg.batch_size, cache, sha, cfg.progress)
+    batches: list[dict[str, Any]] | None = None
+
+    def rows() -> list[dict[str, Any]]:
+        nonlocal batches
+        if batches is None:
+            batches = load_batches(dataset, cfg.batch_size, cfg.progress)
+        return batches
+
+    def feats_of(enc: Any, key: str) -> dict[str, np.ndarray]:
+        got = cached_features(dataset, cache, key, tokens)
+        return got if got is not None else extract_features(enc, dataset, tokens, cfg.batch_size, cache, key,
+                                                             cfg.progress, batches=rows())
+
+    store["pretrained"] = feats_of(model, sha)
     has_spec = bool(store["pretrained"]["has_spectrum"].any())
     if "random_init" in wanted:
         from galclip.models import build_model
 
         torch.manual_seed(cfg.random_seed)
         rnd = build_model(mcfg)
-        store["random"] = extract_features(rnd, dataset, tokens, cfg.batch_size, cache,
-                                           f"random{cfg.random_seed}_{sha}", cfg.progress)
+        store["random"] = feats_of(rnd, f"random{cfg.random_seed}_{sha}")
     if cfg.image_ssl_checkpoint and any(m.startswith("image_ssl") for m in wanted):
         ssl, scfg, ssha = load_encoder(cfg.image_ssl_checkpoint)
         check_compatible(scfg, dataset, cfg.image_ssl_checkpoint)
-        store["image_ssl"] = extract_features(ssl, dataset, tokens, cfg.batch_size, cache, ssha, cfg.progress)
+        store["image_ssl"] = feats_of(ssl, ssha)
     tab, tab_names = None, []
     if any(m in wanted for m in ("galclip_fusion_morph", "galclip_image_tabular", "tabular_head", "image_ssl_morph",
                                  "morphology_lr")):
@@ -247,8 +252,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         tab, tab_names, _ = build_tabular(dataset, cfg.tabular, fit_rows, cache, cfg.n_jobs)
         if not tab_names:
             tab = None
+    # the classical baseline uses the morphology statistics only (not other catalogue columns)
+    from galclip.data.morphology import MORPH_COLUMNS
+
+    morph_cols = [j for j, c in enumerate(tab_names) if c in MORPH_COLUMNS and c != "flag"]
     methods = [m for m in _head_methods(cfg, has_spec, tab is not None, "image_ssl" in store) if m.name in wanted]
-    images = _load_images(dataset, cfg.progress) if "cnn_scratch" in wanted else None
+    images = torch.cat([b["image"] for b in rows()]) if "cnn_scratch" in wanted else None
 
     # ---- budgets × seeds × methods
     results: list[dict[str, Any]] = []
@@ -285,9 +294,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                     rows = rows[feats[f"has_{mod}"][rows].astype(bool)]
                 p = predict(head, feature_tensors(feats, rows, tab if m.tabular else None, keep=keep))
                 record(m.name + suffix, budget, seed, rows, p, thr, secs)
-        if "morphology_lr" in wanted and tab is not None:
+        if "morphology_lr" in wanted and morph_cols:
             t1 = time.time()
-            p, thr = morphology_lr(tab[tr], yi[tr], tab[test], cfg.morph_lr_c, cfg.train.cv_folds,
+            xm = tab[:, morph_cols]
+            p, thr = morphology_lr(xm[tr], yi[tr], xm[test], cfg.morph_lr_c, cfg.train.cv_folds,
                                    cfg.train.threshold_metric, seed)
             record("morphology_lr", budget, seed, test, p, thr, time.time() - t1)
         if images is not None:
@@ -303,7 +313,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             if rs:
                 summary.append({"method": name, "budget": b, **summarise(rs, METRIC_NAMES + ("seconds",))})
     headline = _headline(summary)
-    report = {"config": to_dict(cfg), "checkpoint_sha256": sha, "n_rows": len(dataset), "n_pool": int(pool.size),
+    report = {"config": to_dict(cfg), "checkpoint_sha256": sha, "tabular_columns": tab_names,
+              "morphology_columns": [tab_names[j] for j in morph_cols], "n_rows": len(dataset), "n_pool": int(pool.size),
               "n_test": int(test.size), "n_test_mergers": int(yi[test].sum()), "budgets": budgets,
               "summary": summary, "headline": headline, "runs": results, "seconds": round(time.time() - t0, 1)}
     atomic_write_json(out / "results.json", report)

@@ -86,16 +86,49 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
+def _cache_path(dataset: SurveyDataset, cache_dir: str | Path | None, model_key: str, tokens: bool) -> Path | None:
+    if not (cache_dir and model_key):
+        return None
+    return Path(cache_dir) / f"features_{model_key[:24]}_{_dataset_key(dataset)}{'_tok' if tokens else ''}.npz"
+
+
+def cached_features(dataset: SurveyDataset, cache_dir: str | Path | None, model_key: str,
+                    tokens: bool) -> dict[str, np.ndarray] | None:
+    """Features cached earlier for this (weights, dataset, preprocessing), else None."""
+    cache = _cache_path(dataset, cache_dir, model_key, tokens)
+    if cache is None or not cache.exists():
+        return None
+    got = _load_npz(cache)
+    if got is None or got["image"].shape[0] != len(dataset):
+        return None
+    log.info("features from cache %s", cache)
+    return got
+
+
+def load_batches(dataset: SurveyDataset, batch_size: int = 64, progress: bool = True) -> list[dict[str, Any]]:
+    """Read and preprocess every row once, as collated batches kept in memory.
+
+    Reading HDF5 rows and preparing images/spectra costs far more than a small encoder's
+    forward pass; the evaluation harness runs several encoders (pretrained, random init,
+    image-only SSL) and the CNN baseline over the same rows, so it reads them only once.
+    """
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=0)
+    return list(tqdm(loader, desc="read", unit="batch", disable=not progress))
+
+
 @torch.no_grad()
 def extract_features(model: Any, dataset: SurveyDataset, tokens: bool = False, batch_size: int = 64,
                      cache_dir: str | Path | None = None, model_key: str = "", progress: bool = True,
-                     ) -> dict[str, np.ndarray]:
+                     batches: list[dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
     """Frozen-encoder features of every row of ``dataset`` (cached when ``cache_dir`` and ``model_key``).
 
     Args:
         model: a ``GalClip`` (put in eval mode here).
         tokens: also keep token sequences (needed by the cross-attention head; larger).
         model_key: identity of the weights (checkpoint sha256); no cache without it.
+        batches: rows already read by :func:`load_batches` (else read from ``dataset``).
 
     Returns:
         numpy arrays ``image`` (N,D), ``spectrum`` (N,D), ``has_image``, ``has_spectrum``
@@ -103,17 +136,14 @@ def extract_features(model: Any, dataset: SurveyDataset, tokens: bool = False, b
     """
     from tqdm.auto import tqdm
 
-    cache = None
-    if cache_dir and model_key:
-        cache = Path(cache_dir) / f"features_{model_key[:16]}_{_dataset_key(dataset)}{'_tok' if tokens else ''}.npz"
-        if cache.exists():
-            got = _load_npz(cache)
-            if got is not None and got["image"].shape[0] == len(dataset):
-                log.info("features from cache %s", cache)
-                return got
+    cache = _cache_path(dataset, cache_dir, model_key, tokens)
+    got = cached_features(dataset, cache_dir, model_key, tokens)
+    if got is not None:
+        return got
     was_training = model.training
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=0)
+    loader = batches if batches is not None else DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                                            collate_fn=collate, num_workers=0)
     parts: dict[str, list[np.ndarray]] = {}
     for batch in tqdm(loader, desc="encode", unit="batch", disable=not progress):
         f = compute_features(model, batch, tokens=tokens)

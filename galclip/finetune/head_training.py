@@ -39,6 +39,9 @@ class HeadTrainConfig:
         tabular_init: initialise the linear tabular term from a logistic regression fitted on
             the labeled rows (``lr``), or train it from zero (``zero``).
         tabular_lr_c: inverse L2 strength of that logistic regression.
+        tabular_lr_scale: learning-rate multiplier of the linear tabular term; small values
+            keep it near the regularised logistic-regression start, so with a handful of
+            labels the head cannot drift far from the classical solution.
         seed: torch seed of initialisation, dropout and modality dropout.
     """
 
@@ -52,6 +55,7 @@ class HeadTrainConfig:
     cv_folds: int = 3
     tabular_init: Literal["lr", "zero"] = "lr"
     tabular_lr_c: float = 0.3
+    tabular_lr_scale: float = 0.1
     seed: int = 0
 
 
@@ -112,7 +116,12 @@ def fit_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: np.ndarr
     if cfg.tabular_init == "lr" and "tabular" in feats:
         init_tabular_term(head, feats, y, cfg.tabular_lr_c)
     class_w = _class_weights(y, n_out) if cfg.class_balance == "weights" else None
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    lin = [] if head.linear_term is None else list(head.linear_term.parameters())
+    lin_ids = {id(p) for p in lin}
+    groups = [{"params": [p for p in head.parameters() if id(p) not in lin_ids], "lr": cfg.lr}]
+    if lin:
+        groups.append({"params": lin, "lr": cfg.lr * cfg.tabular_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(y)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, int(np.ceil(n / bs)))

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from galclip.data.dataset import SurveyDataset  # noqa: E402
 from galclip.data.morphology import MORPH_COLUMNS, MID_COLUMNS, SERSIC_COLUMNS  # noqa: E402
 from galclip.data.tabular import TabularPrepConfig, TabularPreprocessor, dataset_table  # noqa: E402
-from galclip.models.tabular import TabularEncoder  # noqa: E402
+from galclip.models.tabular import TabularEncoder, scarf_pretrain  # noqa: E402
 from galclip.utils.io import atomic_write_json  # noqa: E402
 
 MORPH = set(MORPH_COLUMNS) | set(MID_COLUMNS) | set(SERSIC_COLUMNS)
@@ -125,35 +125,12 @@ def predict_ft(enc: TabularEncoder, x: torch.Tensor) -> np.ndarray:
     return torch.sigmoid(enc.head(enc(x)).squeeze(-1)).numpy()
 
 
-def scarf_pretrain(x: torch.Tensor, columns: list[str], seed: int, epochs: int = 30, batch: int = 256,
-                   corrupt: float = 0.4) -> TabularEncoder:
-    """SCARF (Bahri et al. 2022): views replace a random 40 % of entries by draws from the
-    column's empirical marginal; NT-Xent (lightly) pulls the two views of a row together."""
-    from lightly.loss import NTXentLoss
-
-    g = torch.Generator().manual_seed(seed)
+def scarf_encoder(x: torch.Tensor, columns: list[str], seed: int) -> TabularEncoder:
+    """Encoder pretrained with the library's SCARF routine on unlabelled rows."""
     torch.manual_seed(seed)
     enc = TabularEncoder(columns, dim=32, depth=2, heads=4, dropout=0.1)
-    proj = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 32))
-    opt = torch.optim.AdamW([*enc.parameters(), *proj.parameters()], lr=1e-3, weight_decay=1e-4)
-    loss_fn = NTXentLoss(temperature=0.2)
-    n = x.shape[0]
-
-    def view(xb: torch.Tensor) -> torch.Tensor:
-        mask = torch.rand(xb.shape, generator=g) < corrupt
-        donor = x[torch.randint(0, n, xb.shape, generator=g), torch.arange(xb.shape[1])]
-        return torch.where(mask, donor, xb)
-
-    enc.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n - batch + 1, batch):
-            xb = x[perm[i:i + batch]]
-            loss = loss_fn(proj(enc(view(xb))), proj(enc(view(xb))))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return enc.eval()
+    scarf_pretrain(enc, x, epochs=30, batch_size=256, corrupt=0.4, seed=seed)
+    return enc
 
 
 def clip_pretrain(ds: SurveyDataset, rows: np.ndarray, x: torch.Tensor, raw: np.ndarray, names: list[str],
@@ -256,7 +233,7 @@ def main() -> None:
             print(f"[{scenario}] image-catalogue CLIP pretraining: {time.time() - t0:.0f}s", flush=True)
         for seed in range(args.seeds):
             t0 = time.time()
-            scarf = scarf_pretrain(xt[pool], names, seed)
+            scarf = scarf_encoder(xt[pool], names, seed)
             with torch.no_grad():
                 feats = scarf(xt).numpy()
             mu, sd = feats[pool].mean(0), feats[pool].std(0) + 1e-6

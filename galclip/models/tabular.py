@@ -51,7 +51,7 @@ module registers ``spectrum.kind: tabular`` with :func:`galclip.models.towers.re
     z_img, z_tab, scale = model(batch["image"], x, None)     # projection + L2 norm as usual
 
 ``save_checkpoint``/``load_model`` carry the fitted preprocessing in ``model.json``.
-Pretraining/embedding hooks: :func:`resolve_tabular_tower` (fit the preprocessing on the
+Catalogue-only self-supervised pretraining: :func:`scarf_pretrain`. Pretraining/embedding hooks: :func:`resolve_tabular_tower` (fit the preprocessing on the
 training rows; no-op for spectrum towers), :func:`second_tower_inputs` (pick spectrum or
 catalogue inputs from a batch), :func:`augment_tabular` (random-missing + jitter views).
 """
@@ -311,6 +311,62 @@ def with_tabular_tower(cfg: Any, train_values: Any, columns: Sequence[str],
                "prep": prep.to_dict()}
     spectrum = dataclasses.replace(cfg.spectrum, kind="tabular", options=options)
     return dataclasses.replace(cfg, spectrum=spectrum)
+
+
+def scarf_pretrain(encoder: TabularEncoder, x: Tensor, epochs: int = 30, batch_size: int = 256,
+                   corrupt: float = 0.4, lr: float = 1e-3, temperature: float = 0.2, seed: int = 0,
+                   columns: Sequence[str] | None = None) -> list[float]:
+    """Self-supervised pretraining of ``encoder`` on unlabelled catalogue rows (SCARF).
+
+    For astronomers with a catalogue and few labels (Bahri et al. 2022): each view replaces
+    a random ``corrupt`` fraction of the entries by values drawn from the same column of
+    other rows (its empirical marginal, missing values included), and the NT-Xent loss of
+    ``lightly`` pulls the two views of a row together through a throw-away projection head.
+    On the simulated survey this made few-label merger classification from catalogues with
+    30 % missing entries clearly better than logistic regression (benchmarks/bench_tabular.py).
+
+    Args:
+        encoder: trained in place (left in eval mode).
+        x: (N, K) prepared values (``TabularPreprocessor.transform``; NaN = missing).
+        columns: names of ``x``'s columns (None: encoder order).
+    Returns:
+        Mean loss of each epoch.
+    """
+    from lightly.loss import NTXentLoss
+
+    x = encoder.reorder(x, columns).float()
+    n = x.shape[0]
+    if n < 2:
+        raise ConfigError("scarf_pretrain needs at least 2 rows")
+    batch_size = min(batch_size, n)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    f = encoder.num_features
+    proj = nn.Sequential(nn.Linear(f, 2 * f), nn.GELU(), nn.Linear(2 * f, f)).to(x.device)
+    opt = torch.optim.AdamW([*encoder.parameters(), *proj.parameters()], lr=lr, weight_decay=1e-4)
+    loss_fn = NTXentLoss(temperature=temperature)
+    cols = torch.arange(x.shape[1], device=x.device)
+
+    def view(xb: Tensor) -> Tensor:
+        mask = (torch.rand(xb.shape, generator=g) < corrupt).to(x.device)
+        donor = x[torch.randint(0, n, xb.shape, generator=g).to(x.device), cols]
+        return torch.where(mask, donor, xb)
+
+    history = []
+    encoder.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=g).to(x.device)
+        losses = []
+        for i in range(0, n - batch_size + 1, batch_size):
+            xb = x[perm[i:i + batch_size]]
+            loss = loss_fn(proj(encoder(view(xb))), proj(encoder(view(xb))))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        history.append(sum(losses) / max(1, len(losses)))
+    encoder.eval()
+    return history
 
 
 def resolve_tabular_tower(cfg: Any, dataset: Any, train_rows: Sequence[int] | None = None,

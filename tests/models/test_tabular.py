@@ -312,3 +312,35 @@ def test_augment_tabular_views():
     assert augment_tabular(x, drop=0, jitter=0) is x
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     torch.testing.assert_close(augment_tabular(x, generator=g1), augment_tabular(x, generator=g2), equal_nan=True)
+
+
+def test_scarf_pretrain_learns_without_labels():
+    from galclip.models.tabular import scarf_pretrain
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(128, 2)).astype(np.float32)  # two latent factors behind 6 columns
+    x = np.concatenate([z, z @ rng.normal(size=(2, 4)).astype(np.float32)], axis=1)
+    x += 0.1 * rng.normal(size=x.shape).astype(np.float32)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    cols = list("abcdef")
+
+    def run() -> tuple[list[float], torch.Tensor]:
+        torch.manual_seed(0)
+        enc = TabularEncoder(cols, dim=16, depth=1, heads=2, dropout=0.0)
+        hist = scarf_pretrain(enc, torch.from_numpy(x[:, ::-1].copy()), epochs=8, batch_size=64,
+                              columns=cols[::-1], seed=1)
+        with torch.no_grad():
+            return hist, enc(torch.from_numpy(x))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        hist, feats = run()
+        hist2, feats2 = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(hist) == 8 and all(np.isfinite(hist)) and hist[-1] < hist[0] - 0.2
+    assert torch.isfinite(feats).all()
+    assert hist2 == hist and torch.equal(feats, feats2)  # seeded: reproducible
+    with pytest.raises(ConfigError, match="at least 2 rows"):
+        scarf_pretrain(TabularEncoder(cols, dim=8, depth=1, heads=2), torch.zeros(1, 6))

@@ -170,7 +170,9 @@ class PretrainModule(pl.LightningModule):
                        "train/lr": float(sched.get_last_lr()[0]), "train/grad_norm": float(norm),
                        "train/pairs_in_batch": n_pairs, "train/skipped_steps": float(self.skipped_steps)}
             scalars.update({f"train/{k}": v for k, v in parts.items()})
-            self.log_dict(scalars, batch_size=int(batch["index"].shape[0]))
+            if self.trainer.is_global_zero:
+                for lg in self.loggers:  # straight to CSV/TensorBoard: no per-step cache replays
+                    lg.log_metrics(scalars, step=self.batches_seen)
             self.log("loss", scalars["train/loss"], prog_bar=True, logger=False)
 
     # -- checkpoint state -------------------------------------------------------------------

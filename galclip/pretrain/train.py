@@ -292,7 +292,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     trainer = pl.Trainer(accelerator=accel, devices=_devices(tc.devices), num_nodes=tc.num_nodes, strategy=strategy,
                          precision=precision, max_epochs=1, max_steps=-1, logger=logs, callbacks=callbacks,
                          enable_checkpointing=False, enable_progress_bar=cfg.progress, enable_model_summary=False,
-                         num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=1,
+                         num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=tc.log_every,
                          val_check_interval=tc.val_every if 0 < tc.val_every < tc.steps else None,
                          limit_val_batches=1.0 if 0 < tc.val_every < tc.steps else 0,
                          default_root_dir=str(out))

@@ -1,0 +1,37 @@
+"""Retrieval top-k and kNN probes used for validation."""
+from __future__ import annotations
+
+import numpy as np
+
+from galclip.pretrain.metrics import embedding_metrics, knn_probe, retrieval_topk
+
+
+def test_retrieval_topk_exact():
+    keys = np.eye(4)
+    assert retrieval_topk(keys, keys, (1, 5)) == {1: 1.0, 5: 1.0}
+    shifted = np.roll(keys, 1, axis=0)  # every query's best key is the wrong row
+    r = retrieval_topk(shifted, keys, (1, 2))
+    assert r[1] == 0.0 and r[2] == 1.0  # true match tied with the other zeros → rank 1
+
+
+def test_knn_probe_regression_and_classification():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, 3))
+    assert knn_probe(emb, emb[:, 0] * 2 + 1)[1] > 0.8
+    assert knn_probe(emb, rng.normal(size=200))[1] < 0.2
+    kind, acc = knn_probe(emb, (emb[:, 1] > 0).astype(float))
+    assert kind == "acc" and acc > 0.85
+    assert knn_probe(emb[:5], np.arange(5.0)) is None
+
+
+def test_embedding_metrics_handles_missing_modalities():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(50, 8))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    has_s = np.ones(50, bool)
+    has_s[::5] = False
+    spec = np.where(has_s[:, None], z, np.nan)
+    m = embedding_metrics(z, spec, np.ones(50, bool), has_s, {"y": z[:, 0]})
+    assert m["i2s_top1"] == 1.0 and m["s2i_top5"] == 1.0 and m["n_pairs"] == 40
+    assert m["chance_top1"] == 1 / 40
+    assert "knn_y_r2_image" in m and "knn_y_r2_spectrum" in m

@@ -146,7 +146,7 @@ def cnn_baseline(ds_path: Path, n_train: int, epochs: int, seed: int = 0) -> dic
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=epochs * ((len(tr) + 63) // 64))
     ytr = torch.from_numpy(y[tr])
-    pos_w = torch.tensor((1 - ytr.mean()) / max(ytr.mean(), 1e-3))
+    pos_w = (1 - ytr.mean()) / ytr.mean().clamp_min(1e-3)
     lossf = nn.BCEWithLogitsLoss(pos_weight=pos_w)
     xtr = x[tr]
     t0 = time.perf_counter()

@@ -95,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may come before, between or after options: argparse fills the positional
+    # list only once, so collect stray ``key=value`` words ourselves
+    args, extra = parser.parse_known_args(argv)
+    stray = [w for w in extra if w.startswith("-") or "=" not in w]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if getattr(args, "overrides", None) is not None:
+        args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not args.command:

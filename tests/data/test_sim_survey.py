@@ -113,3 +113,27 @@ def test_preview_png(tmp_path):
     path = run_simulate(_cfg(tmp_path / "prev", preview=True, preview_per_stage=1))
     assert path.name == "preview.png" and path.stat().st_size > 10_000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_after_a_crash_mid_run(tmp_path, monkeypatch):
+    import galclip.data.sim.survey as survey
+
+    real = survey.simulate_rows
+    calls = {"n": 0}
+
+    def flaky(cfg, a, b, keep_models=False):
+        calls["n"] += 1
+        if calls["n"] == 4:                # dies while the second shard is being filled
+            raise KeyboardInterrupt
+        return real(cfg, a, b, keep_models)
+
+    monkeypatch.setattr(survey, "simulate_rows", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_simulate(_cfg(tmp_path / "crash", n=8))
+    assert read_manifest(tmp_path / "crash").n_rows == 4     # first shard kept, partial one lost
+    monkeypatch.setattr(survey, "simulate_rows", real)
+    run_simulate(_cfg(tmp_path / "crash", n=8))
+    run_simulate(_cfg(tmp_path / "clean", n=8))
+    a, b = _read_all(tmp_path / "crash"), _read_all(tmp_path / "clean")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

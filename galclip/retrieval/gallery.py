@@ -13,6 +13,7 @@ import dataclasses
 import html
 import io
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -23,7 +24,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.visualization import make_lupton_rgb  # noqa: E402
 
-from galclip.data.preprocess import robust_band_scale  # noqa: E402
 from galclip.utils.io import atomic_path, atomic_write_text  # noqa: E402
 
 
@@ -59,19 +59,25 @@ def rgb_composite(image: np.ndarray, bands: Sequence[int] | None = None, q: floa
                   stretch: float = 0.5, percentile: float = 99.5) -> np.ndarray:
     """(B,H,W) image → (H,W,3) uint8 RGB with the Lupton arcsinh stretch.
 
-    Bands are put in noise units first, then scaled so the ``percentile`` brightest pixel of
-    the band-mean is 1; that keeps faint tidal features visible without saturating cores.
-    Default band order: reddest (last) band → red, middle → green, bluest → blue; one or two
-    band images are repeated.
+    Each band's sky level (median) is subtracted, then *all* bands are divided by one
+    common scale — the ``percentile`` brightest pixel of the band mean — so colours keep
+    the flux ratios between bands (per-band scaling would tint every galaxy) while faint
+    tidal features stay visible. Default bands: the classic g,r,i → B,G,R choice (for
+    ``ugriz`` and ``griz`` cutouts), the last three bands otherwise; one or two band images
+    are repeated. Non-finite pixels are shown as sky.
     """
     img = np.asarray(image, np.float32)
     if img.ndim == 2:
         img = img[None]
-    scaled, _, _ = robust_band_scale(img)
-    nb = scaled.shape[0]
+    img = np.where(np.isfinite(img), img, np.nan)
+    with warnings.catch_warnings():  # an all-blank band has no sky: treated as 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sky = np.nanmedian(img.reshape(img.shape[0], -1), axis=1)
+    img = np.nan_to_num(img - np.nan_to_num(sky)[:, None, None])
+    nb = img.shape[0]
     if bands is None:
-        bands = (nb - 1, nb // 2, 0) if nb >= 3 else (nb - 1, (nb - 1 + 0) // 2 if nb > 1 else 0, 0)
-    r, g, b = (scaled[int(i)] for i in bands)
+        bands = {1: (0, 0, 0), 2: (1, 1, 0), 3: (2, 1, 0), 4: (2, 1, 0), 5: (3, 2, 1)}.get(nb, (nb - 1, nb - 2, nb - 3))
+    r, g, b = (img[int(i)] for i in bands)
     top = float(np.percentile((r + g + b) / 3.0, percentile))
     norm = top if np.isfinite(top) and top > 0 else 1.0
     with np.errstate(invalid="ignore", divide="ignore"):  # blank pixels: 0/0 inside astropy → black

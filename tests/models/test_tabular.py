@@ -344,3 +344,40 @@ def test_scarf_pretrain_learns_without_labels():
     assert hist2 == hist and torch.equal(feats, feats2)  # seeded: reproducible
     with pytest.raises(ConfigError, match="at least 2 rows"):
         scarf_pretrain(TabularEncoder(cols, dim=8, depth=1, heads=2), torch.zeros(1, 6))
+
+
+def test_tabular_as_spectrum_runs_the_unchanged_pretrain_and_embed_code(tmp_path):
+    """The image↔spectrum trainer's loss and embed_dataset work on the catalogue view."""
+    from galclip.data.dataset import SurveyDataset, collate
+    from galclip.models import build_model, get_model_config
+    from galclip.models.tabular import TabularAsSpectrum, resolve_tabular_tower
+    from galclip.pretrain.augment import AugmentConfig
+    from galclip.pretrain.embed import embed_dataset
+    from galclip.pretrain.module import LossConfig, OptimConfig, PretrainModule
+
+    torch.manual_seed(0)
+    full = SurveyDataset(_tab_dataset(tmp_path))
+    cfg = get_model_config("tiny", n_bands=2, image_size=full.cfg.image.size,
+                           spectrum=dict(kind="tabular", width=16, depth=1, heads=2))
+    cfg = resolve_tabular_tower(cfg, full, range(16))
+    view = TabularAsSpectrum(full, cfg)
+    assert view.spectrum_length == cfg.spectrum_length == 4 and view.label_names == full.label_names
+    item = view[0]  # row 0: gini missing
+    j = view.columns.index("gini")
+    assert item["spectrum_ivar"][j] == 0 and item["spectrum_ivar"].sum() > 0 and item["has_spectrum"]
+    assert view.column("has_spectrum").all() and len(view.subset(range(5))) == 5
+    model = build_model(cfg)
+    module = PretrainModule(model, LossConfig(), OptimConfig(), AugmentConfig(), total_steps=10,
+                            target_names=full.label_names)
+    batch = collate([view[i] for i in range(8)])
+    loss, parts = module.compute_loss(batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and "clip" in parts
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # the catalogue view embeds like a spectrum; the result equals the direct tower call
+    out = embed_dataset(model.eval(), view, batch_size=10, progress=False)
+    assert out["spectrum"].shape == (len(full), cfg.embed_dim) and np.isfinite(out["spectrum"]).all()
+    with torch.no_grad():
+        raw = collate([full[i] for i in range(3)])["tabular"]
+        direct = model.encode_spectrum(model.spectrum_encoder.prepare(raw, full.tabular_names), None)
+    np.testing.assert_allclose(out["spectrum"][:3], direct.numpy(), rtol=1e-4, atol=1e-5)

@@ -164,8 +164,8 @@ def _head_methods(cfg: EvaluateConfig, has_spec: bool, has_tab: bool, has_ssl: b
             continue
         if m.feats == "image_ssl" and not has_ssl:
             continue
-        if m.name == "galclip_fusion_morph" and not has_spec:
-            m.variants = {"": ["image"]}
+        if m.name.startswith("galclip_fusion") and not has_spec:
+            continue  # image-only data: identical to galclip_image / galclip_image_tabular
         keep.append(m)
     return keep
 
@@ -358,7 +358,8 @@ def _headline(summary: list[dict[str, Any]], metric: str = "roc_auc") -> dict[st
     b100 = min(budgets, key=lambda b: abs(b - 100))
     bmax = budgets[-1]
     out: dict[str, Any] = {"metric": metric, "budget_small": b100, "budget_large": bmax}
-    for m in ("galclip_fusion", "galclip_fusion_morph", "random_init", "morphology_lr", "cnn_scratch"):
+    for m in ("galclip_fusion", "galclip_fusion_morph", "galclip_image", "galclip_image_tabular", "random_init",
+              "morphology_lr", "cnn_scratch"):
         out[f"{m}@{b100}"] = get(m, b100)
     out["pretraining_gain"] = get("galclip_fusion", b100) - get("random_init", b100)
     singles = {m: get(m, bmax) for m in ("galclip_image", "galclip_spectrum", "image_ssl", "cnn_scratch",

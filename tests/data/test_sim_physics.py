@@ -107,3 +107,18 @@ def test_interactions_raise_sfr_and_agn_statistically_not_deterministically():
     assert agn1.mean() > agn0.mean()
     # distributions overlap: SFR alone cannot identify a merger
     assert np.mean(sfr1 < np.median(sfr0)) > 0.25
+
+
+def test_fibre_spectrum_and_image_agree_on_colour(sample):
+    """Synthetic g-r of the fibre spectrum = g-r of the image light inside the 3" fibre."""
+    w = X.band_weights(("g", "r"))[:, X.SDSS_SLICE]
+    size = sample[0]["_model"].shape[-1]
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    ap = np.hypot(xx, yy) * 0.396 <= 1.5
+    diffs = []
+    for r in sample[:15]:
+        f = w @ (r["_fibre_model"] * 1e-17)
+        gr_spec = -2.5 * np.log10(f[0] / f[1])
+        gr_img = -2.5 * np.log10(r["_model"][0][ap].sum() / r["_model"][1][ap].sum())
+        diffs.append(gr_spec - gr_img)
+    assert np.median(np.abs(diffs)) < 0.1, diffs

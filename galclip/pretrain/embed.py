@@ -25,6 +25,7 @@ from galclip.data.dataset import DataConfig, SurveyDataset, collate
 from galclip.errors import ConfigError, InputFileError
 from galclip.models.checkpoint import checkpoint_hash, load_model
 from galclip.models.galclip import GalClip
+from galclip.models.tabular import TabularAsSpectrum
 from galclip.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,8 @@ def run_embed(cfg: EmbedConfig) -> Path:
     device = resolve_device(cfg.device)
     model, mcfg = load_model(cfg.checkpoint, map_location=device)
     ds = SurveyDataset(cfg.data)
+    if mcfg.spectrum.kind == "tabular":  # catalogue tower: its prepared columns fill the spectrum slot
+        ds = TabularAsSpectrum(ds, mcfg)
     arrays = embed_dataset(model, ds, batch_size=cfg.batch_size, device=device, num_workers=cfg.num_workers)
     meta = {"checkpoint_sha256": checkpoint_hash(cfg.checkpoint), "model_name": mcfg.name,
             "embed_dim": mcfg.embed_dim, "dataset": str(Path(cfg.data.path).resolve()),

@@ -40,6 +40,7 @@ from galclip.errors import ConfigError, GalclipError, InputFileError
 from galclip.models.checkpoint import save_checkpoint
 from galclip.models.config import DEFAULT_MODEL, MODEL_PRESETS, ModelConfig, get_model_config
 from galclip.models.galclip import build_model
+from galclip.models.tabular import TabularAsSpectrum, resolve_tabular_tower
 from galclip.pretrain.augment import AugmentConfig
 from galclip.pretrain.data import (StepBatchSampler, cache_size_bytes, load_tensors, memory_loader,
                                    streaming_loader)
@@ -251,6 +252,10 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     n_rows = len(full)
     use_images, use_spectra = full.n_bands > 0, full.spectrum_length > 0
     mcfg = resolve_model_config(cfg, full.n_bands, cfg.data.image.size, full.spectrum_length)
+    train_idx, val_idx = _split(n_rows, tc, cfg.seed)
+    if mcfg.spectrum.kind == "tabular":  # catalogue measurements as the second tower
+        mcfg = resolve_tabular_tower(mcfg, full, train_idx)  # preprocessing fitted on training rows
+        full, use_spectra = TabularAsSpectrum(full, mcfg), True
     loss_cfg = copy.deepcopy(cfg.loss)
     if not use_spectra and loss_cfg.ssl_image_weight <= 0:
         log.info("dataset has no spectra: training the image tower with the SSL term only (loss.ssl_image_weight=1)")
@@ -258,7 +263,6 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if not use_images and loss_cfg.ssl_spectrum_weight <= 0:
         log.info("dataset has no images: training the spectrum tower with the SSL term only")
         loss_cfg.ssl_spectrum_weight = 1.0
-    train_idx, val_idx = _split(n_rows, tc, cfg.seed)
     resolved = to_dict(cfg)
     resolved["loss"] = to_dict(loss_cfg)
     resolved["resolved_model"] = to_dict(mcfg)
@@ -308,6 +312,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         tensors = load_tensors(train_ds, progress=cfg.progress)
         sampler = StepBatchSampler(len(train_ds), tc.batch_size, tc.steps, cfg.seed, rank, world, start)
         train_loader = memory_loader(tensors, sampler, pin)
+    elif mode == "stream" and isinstance(full, TabularAsSpectrum):
+        raise ConfigError("the tabular second tower trains from the in-memory cache: use train.cache=memory")
     elif mode == "stream":
         survey = StreamingSurvey(cfg.data, seed=cfg.seed, shuffle=True)
         train_loader = streaming_loader(survey, tc.batch_size // world, tc.steps, start, tc.num_workers, pin,

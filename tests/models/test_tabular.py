@@ -381,3 +381,29 @@ def test_tabular_as_spectrum_runs_the_unchanged_pretrain_and_embed_code(tmp_path
         raw = collate([full[i] for i in range(3)])["tabular"]
         direct = model.encode_spectrum(model.spectrum_encoder.prepare(raw, full.tabular_names), None)
     np.testing.assert_allclose(out["spectrum"][:3], direct.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_pretrain_and_embed_cli_stages_with_tabular_tower(tmp_path):
+    """``galclip pretrain model_options.spectrum.kind=tabular`` → checkpoint → ``galclip embed``."""
+    from galclip.config import load_config
+    from galclip.models import load_model
+    from galclip.pretrain.embed import EmbedConfig, read_embeddings, run_embed
+    from galclip.pretrain.train import PretrainConfig, run_pretrain
+
+    data = _tab_dataset(tmp_path)
+    cfg = load_config(PretrainConfig, None, [
+        f"data.path={data}", "data.image.size=32", "model=tiny", f"out={tmp_path / 'run'}", "progress=false",
+        "model_options.spectrum.kind=tabular", "model_options.spectrum.width=16", "model_options.spectrum.depth=1",
+        "model_options.spectrum.heads=2", "train.steps=3", "train.batch_size=8", "train.val_fraction=0.25",
+        "train.checkpoint_every=0", "optim.warmup_steps=1"])
+    metrics = run_pretrain(cfg)
+    assert metrics["steps"] == 3 and metrics["paired_fraction"] == 1.0
+    model, mcfg = load_model(tmp_path / "run")
+    prep = mcfg.spectrum.options["prep"]
+    assert mcfg.spectrum.kind == "tabular" and prep["columns"] == ["flux_ha", "d4000", "gini", "survey"]
+    assert "flux_ha" in [c for c, st in prep["stats"].items() if st["log"]]
+    ecfg = load_config(EmbedConfig, None, [f"data.path={data}", "data.image.size=32", "device=cpu",
+                                           f"checkpoint={tmp_path / 'run'}", f"out={tmp_path / 'emb.h5'}"])
+    arrays, meta = read_embeddings(run_embed(ecfg))
+    assert arrays["spectrum"].shape == (24, mcfg.embed_dim) and np.isfinite(arrays["spectrum"]).all()
+    assert np.isfinite(arrays["joint"]).all()

@@ -51,6 +51,12 @@ module registers ``spectrum.kind: tabular`` with :func:`galclip.models.towers.re
     z_img, z_tab, scale = model(batch["image"], x, None)     # projection + L2 norm as usual
 
 ``save_checkpoint``/``load_model`` carry the fitted preprocessing in ``model.json``.
+From the command line (``galclip pretrain`` / ``galclip embed`` handle the rest)::
+
+    galclip pretrain --data DIR model_options.spectrum.kind=tabular \
+        [model_options.spectrum.options.columns=[halpha_flux,d4000,morph_gini]] \
+        [model_options.spectrum.options.prep_config.log_columns=[halpha_flux]]
+
 Catalogue-only self-supervised pretraining: :func:`scarf_pretrain`. Pretraining/embedding hooks:
 :class:`TabularAsSpectrum` (a dataset view that puts the prepared catalogue row in the
 spectrum slot, so the image↔spectrum trainer and ``embed_dataset`` run unchanged), :func:`resolve_tabular_tower` (fit the preprocessing on the
@@ -227,10 +233,10 @@ class TabularTower(nn.Module):
 # --------------------------------------------------------------------------- GalClip second tower
 def _tower_options(cfg: Any) -> dict[str, Any]:
     opts = dict(cfg.spectrum.options or {})
-    unknown = sorted(set(opts) - {"columns", "categorical", "prep", "ff_mult"})
+    unknown = sorted(set(opts) - {"columns", "categorical", "prep", "prep_config", "ff_mult"})
     if unknown:
         raise ConfigError(f"spectrum.options.{unknown[0]} is not a tabular tower option "
-                          "(valid: columns, categorical, prep, ff_mult)")
+                          "(valid: columns, categorical, prep, prep_config, ff_mult)")
     return opts
 
 
@@ -382,7 +388,9 @@ def resolve_tabular_tower(cfg: Any, dataset: Any, train_rows: Sequence[int] | No
         mcfg = resolve_tabular_tower(mcfg, full_dataset, train_idx)
 
     ``spectrum.options.columns`` (optional) selects catalogue columns; default: all of the
-    dataset's tabular columns. A one-line ``InputFileError`` names the dataset when it has
+    dataset's tabular columns. ``spectrum.options.prep_config`` (optional, the fields of
+    :class:`~galclip.data.tabular.TabularPrepConfig`, e.g. ``{log_columns: [...]}``) sets the
+    preprocessing when ``prep_cfg`` is not given. A one-line ``InputFileError`` names the dataset when it has
     no (or not those) tabular columns.
     """
     if cfg.spectrum.kind != "tabular" or (cfg.spectrum.options or {}).get("prep"):
@@ -390,6 +398,11 @@ def resolve_tabular_tower(cfg: Any, dataset: Any, train_rows: Sequence[int] | No
     from galclip.data.tabular import dataset_table
 
     opts = _tower_options(cfg)
+    if prep_cfg is None and opts.get("prep_config"):
+        from galclip.config import from_dict
+        from galclip.data.tabular import TabularPrepConfig
+
+        prep_cfg = from_dict(TabularPrepConfig, opts["prep_config"], prefix="spectrum.options.prep_config")
     view = dataset.subset(train_rows) if train_rows is not None else dataset
     raw, names = dataset_table(view, opts.get("columns") or None)
     return with_tabular_tower(cfg, raw, names, prep_cfg, categorical=opts.get("categorical"))

@@ -280,6 +280,16 @@ def test_resolve_tabular_tower_fits_on_training_rows_only(tmp_path):
     train_d4000 = [ds[i]["tabular"][1].item() for i in range(10) if i != 5]  # row 5: sentinel
     assert prep["stats"]["d4000"]["center"] == pytest.approx(float(np.median(train_d4000)), rel=1e-5)
     assert resolve_tabular_tower(out, ds) is out  # already fitted: kept as saved
+    cfg_log = get_model_config("tiny", n_bands=2, image_size=64,
+                               spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
+                                             options={"prep_config": {"log_columns": ["d4000"], "clip": 4.0}}))
+    fitted = resolve_tabular_tower(cfg_log, ds, range(10)).spectrum.options["prep"]
+    assert fitted["stats"]["d4000"]["log"] and not fitted["stats"]["flux_ha"]["log"]
+    assert fitted["config"]["clip"] == 4.0
+    bad_key = get_model_config("tiny", spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
+                                                     options={"prep_config": {"clipp": 4.0}}))
+    with pytest.raises(ConfigError, match="clipp"):
+        resolve_tabular_tower(bad_key, ds)
     bad = get_model_config("tiny", spectrum=dict(kind="tabular", width=16, depth=1, heads=2,
                                                  options={"columns": ["sersic_n"]}))
     with pytest.raises(InputFileError, match="missing tabular column 'sersic_n'"):

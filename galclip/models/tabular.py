@@ -53,15 +53,16 @@ module registers ``spectrum.kind: tabular`` with :func:`galclip.models.towers.re
 ``save_checkpoint``/``load_model`` carry the fitted preprocessing in ``model.json``.
 From the command line (``galclip pretrain`` / ``galclip embed`` handle the rest)::
 
-    galclip pretrain --data DIR model_options.spectrum.kind=tabular \
-        [model_options.spectrum.options.columns=[halpha_flux,d4000,morph_gini]] \
-        [model_options.spectrum.options.prep_config.log_columns=[halpha_flux]]
+    galclip pretrain --data DIR model_options.spectrum.kind=tabular
+    # optional: model_options.spectrum.options.columns=[halpha_flux,d4000,morph_gini]
+    #           model_options.spectrum.options.prep_config.log_columns=[halpha_flux]
 
 Catalogue-only self-supervised pretraining: :func:`scarf_pretrain`. Pretraining/embedding hooks:
 :class:`TabularAsSpectrum` (a dataset view that puts the prepared catalogue row in the
-spectrum slot, so the image↔spectrum trainer and ``embed_dataset`` run unchanged), :func:`resolve_tabular_tower` (fit the preprocessing on the
-training rows; no-op for spectrum towers), :func:`second_tower_inputs` (pick spectrum or
-catalogue inputs from a batch), :func:`augment_tabular` (random-missing + jitter views).
+spectrum slot, so the image↔spectrum trainer and ``embed_dataset`` run unchanged),
+:func:`resolve_tabular_tower` (fit the preprocessing on the training rows; no-op for
+spectrum towers), :func:`second_tower_inputs` (pick spectrum or catalogue inputs from a
+batch), :func:`augment_tabular` (random-missing + jitter views).
 """
 from __future__ import annotations
 

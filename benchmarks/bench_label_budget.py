@@ -50,8 +50,11 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra dotted EvaluateConfig overrides")
     args = ap.parse_args()
 
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     from galclip.config import load_config
     from galclip.finetune.evaluate import EvaluateConfig, run_evaluate

@@ -199,6 +199,35 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
     plt.close(fig)
 
 
+def _write_outputs(cfg: EvaluateConfig, out: Path, dataset: SurveyDataset, results: list[dict[str, Any]],
+                   pred_rows: dict[str, list[Any]], budgets: list[int], yi: np.ndarray, extra: dict[str, Any],
+                   final: bool) -> dict[str, Any]:
+    """Summary (mean ± std over seeds), results JSON/CSV, plot, per-object CSV.
+
+    Called after every (budget, seed) so a long run that is stopped keeps what it measured
+    (``complete`` is false until the end).
+    """
+    summary = []
+    for name in dict.fromkeys(r["method"] for r in results):
+        for b in budgets:
+            rs = [r for r in results if r["method"] == name and r["budget"] == b]
+            if rs:
+                summary.append({"method": name, "budget": b, **summarise(rs, METRIC_NAMES + ("seconds",))})
+    report = {"config": to_dict(cfg), **extra, "complete": final, "summary": summary,
+              "headline": _headline(summary), "runs": results}
+    atomic_write_json(out / "results.json", report)
+    _write_csv(summary, out / "results.csv")
+    if summary:
+        _plot(summary, list(cfg.plot_metrics), out / "label_budget.png")
+    idx = np.asarray(pred_rows["index"], dtype=np.int64)
+    ids, ra, dec = dataset.column(S.OBJECT_ID).astype(str), dataset.column(S.RA), dataset.column(S.DEC)
+    table = {"object_id": ids[idx], "ra": ra[idx], "dec": dec[idx],
+             **{k: np.asarray(v) for k, v in pred_rows.items() if k != "index"}, "label": yi[idx]}
+    if final or idx.size:
+        write_table(table, out / "predictions.csv", None, {"label": cfg.label})
+    return report
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the label-budget evaluation; writes results CSV/JSON, a PNG and per-object probabilities."""
     t0 = time.time()
@@ -276,6 +305,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     from tqdm.auto import tqdm
 
+    extra = {"checkpoint_sha256": sha, "tabular_columns": tab_names,
+             "morphology_columns": [tab_names[j] for j in morph_cols], "n_rows": len(dataset),
+             "n_pool": int(pool.size), "n_test": int(test.size), "n_test_mergers": int(yi[test].sum()),
+             "budgets": budgets}
     jobs = [(b, s) for b in budgets for s in cfg.seeds]
     for budget, seed in tqdm(jobs, desc="budgets×seeds", disable=not cfg.progress):
         tr = stratified_budget(yi, pool, budget, seed, cfg.min_per_class)
@@ -304,27 +337,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             t1 = time.time()
             p, thr = cnn_from_scratch(images, yi, tr, test, cfg.cnn, seed, cfg.train.threshold_metric)
             record("cnn_scratch", budget, seed, test, p, thr, time.time() - t1)
+        _write_outputs(cfg, out, dataset, results, pred_rows, budgets, yi, extra, final=False)
+        log.info("budget %d seed %d done (%.0f s)", budget, seed, time.time() - t0)
 
-    # ---- summary, tables, plot
-    summary = []
-    for name in dict.fromkeys(r["method"] for r in results):
-        for b in budgets:
-            rs = [r for r in results if r["method"] == name and r["budget"] == b]
-            if rs:
-                summary.append({"method": name, "budget": b, **summarise(rs, METRIC_NAMES + ("seconds",))})
-    headline = _headline(summary)
-    report = {"config": to_dict(cfg), "checkpoint_sha256": sha, "tabular_columns": tab_names,
-              "morphology_columns": [tab_names[j] for j in morph_cols], "n_rows": len(dataset), "n_pool": int(pool.size),
-              "n_test": int(test.size), "n_test_mergers": int(yi[test].sum()), "budgets": budgets,
-              "summary": summary, "headline": headline, "runs": results, "seconds": round(time.time() - t0, 1)}
+    report = _write_outputs(cfg, out, dataset, results, pred_rows, budgets, yi, extra, final=True)
+    report["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(out / "results.json", report)
-    _write_csv(summary, out / "results.csv")
-    _plot(summary, list(cfg.plot_metrics), out / "label_budget.png")
-    idx = np.asarray(pred_rows.pop("index"), dtype=np.int64)
-    ids, ra, dec = dataset.column(S.OBJECT_ID).astype(str), dataset.column(S.RA), dataset.column(S.DEC)
-    table = {"object_id": ids[idx], "ra": ra[idx], "dec": dec[idx], **{k: np.asarray(v) for k, v in pred_rows.items()},
-             "label": yi[idx]}
-    write_table(table, out / "predictions.csv", None, {"label": cfg.label})
     log.info("evaluation done in %.0f s → %s", time.time() - t0, out)
     return report
 

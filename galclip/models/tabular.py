@@ -332,8 +332,10 @@ def scarf_pretrain(encoder: TabularEncoder, x: Tensor, epochs: int = 30, batch_s
     a random ``corrupt`` fraction of the entries by values drawn from the same column of
     other rows (its empirical marginal, missing values included), and the NT-Xent loss of
     ``lightly`` pulls the two views of a row together through a throw-away projection head.
-    On the simulated survey this made few-label merger classification from catalogues with
-    30 % missing entries clearly better than logistic regression (benchmarks/bench_tabular.py).
+    On the simulated survey, with 30 % of catalogue entries missing, a logistic regression on
+    the SCARF features found mergers better than logistic regression on the raw columns at
+    25-100 labels (ROC AUC ~0.68-0.70 vs <= 0.62), on par at 200; with complete catalogues
+    it did not beat it (benchmarks/bench_tabular.py, results/tabular.json).
 
     Args:
         encoder: trained in place (left in eval mode).

@@ -136,6 +136,20 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def _with_field_default(field: dataclasses.Field, value: Any) -> Any:
+    """Merge a partial mapping into the field's own default (not the nested class's defaults).
+
+    A parent config may give a nested config non-class defaults (e.g. the demo's small
+    simulated survey); overriding one key of it must keep the others.
+    """
+    if not isinstance(value, Mapping) or field.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+        return value
+    default = field.default_factory()  # type: ignore[misc]
+    if not (dataclasses.is_dataclass(default) and not isinstance(default, type)):
+        return value
+    return deep_merge(to_dict(default), value)
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
     hints = typing.get_type_hints(cls)
@@ -144,9 +158,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key {where}{unknown[0]} (valid: {', '.join(sorted(names))})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs = {}
     for key, value in data.items():
         where = f"{prefix}.{key}" if prefix else key
+        value = _with_field_default(fields[key], value)
         kwargs[key] = _coerce(hints[key], value, where)
     try:
         obj = cls(**kwargs)

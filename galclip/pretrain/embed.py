@@ -25,6 +25,7 @@ from galclip.data.dataset import DataConfig, SurveyDataset, collate
 from galclip.errors import ConfigError, InputFileError
 from galclip.models.checkpoint import checkpoint_hash, load_model
 from galclip.models.galclip import GalClip
+from galclip.models.tabular import is_tabular_model, second_tower_inputs
 from galclip.models.tabular import TabularAsSpectrum
 from galclip.utils.io import atomic_path
 
@@ -52,7 +53,12 @@ def check_compatible(model: GalClip, dataset: Any) -> None:
         raise ConfigError(f"dataset cutouts are {size} px (data.image.size), model {cfg.name!r} expects "
                           f"{cfg.image_size} px")
     n_spec = getattr(dataset, "spectrum_length", 0)
-    if n_spec and n_spec != cfg.spectrum_length:
+    if cfg.spectrum.kind == "tabular":  # second tower reads catalogue columns, not spectra
+        names = set(getattr(dataset, "tabular_names", []))
+        missing = [c for c in cfg.spectrum.options.get("columns", []) if c not in names]
+        if missing:
+            raise ConfigError(f"model {cfg.name!r} needs tabular column {missing[0]!r}, absent from the dataset")
+    elif n_spec and n_spec != cfg.spectrum_length:
         raise ConfigError(f"dataset spectra have {n_spec} pixels, model {cfg.name!r} expects {cfg.spectrum_length} "
                           "(use the same data.spectrum settings as in pretraining)")
 
@@ -76,7 +82,9 @@ def embed_dataset(model: GalClip, dataset: Dataset, batch_size: int = 256, devic
 
     Returns arrays keyed by ``object_id``, ``ra``, ``dec``, ``has_image``, ``has_spectrum``,
     ``image``/``spectrum``/``joint`` (N, D) float32 unit vectors (NaN rows for a missing
-    modality) and one array per label column (``dataset.label_names``).
+    modality) and one array per label column (``dataset.label_names``). For a model whose
+    second tower is tabular (``spectrum.kind: tabular``) the ``spectrum`` vectors embed the
+    catalogue row and ``has_spectrum`` means "has at least one catalogue value".
     """
     check_compatible(model, dataset)
     device = torch.device(device)
@@ -85,6 +93,7 @@ def embed_dataset(model: GalClip, dataset: Dataset, batch_size: int = 256, devic
     labels = list(getattr(dataset, "label_names", []))
     n_spec = getattr(dataset, "spectrum_length", model.cfg.spectrum_length)
     n_bands = getattr(dataset, "n_bands", model.cfg.n_bands)
+    tabular = list(getattr(dataset, "tabular_names", [])) if is_tabular_model(model) else None
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     cols: dict[str, list[Any]] = {k: [] for k in ("object_id", "ra", "dec", "has_image", "has_spectrum",
                                                   "image", "spectrum", "labels")}
@@ -92,14 +101,16 @@ def embed_dataset(model: GalClip, dataset: Dataset, batch_size: int = 256, devic
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
         n = len(batch["object_id"])
         hi = batch["has_image"].bool() & (n_bands > 0)
-        hs = batch["has_spectrum"].bool() & (n_spec > 0)
+        # second modality: spectra, or catalogue columns for a tabular second tower
+        x2, iv2, present = second_tower_inputs(model, batch, tabular)
+        hs = present.bool() & (tabular is not None or n_spec > 0)
         img = torch.full((n, D), float("nan"))
         spec = torch.full((n, D), float("nan"))
         if hi.any():
             img[hi] = model.encode_image(batch["image"][hi].to(device)).float().cpu()
         if hs.any():
-            spec[hs] = model.encode_spectrum(batch["spectrum"][hs].to(device),
-                                             batch["spectrum_ivar"][hs].to(device)).float().cpu()
+            spec[hs] = model.encode_spectrum(x2[hs].to(device),
+                                             iv2[hs].to(device) if iv2 is not None else None).float().cpu()
         cols["object_id"].extend(batch["object_id"])
         cols["ra"].append(batch["ra"].double().numpy())
         cols["dec"].append(batch["dec"].double().numpy())

@@ -134,3 +134,10 @@ def test_tabular_second_tower_pretrains(tmp_path):
     model, mcfg = load_model(tmp_path / "run")
     assert mcfg.spectrum.kind == "tabular" and mcfg.spectrum.options["columns"] == ["mass", "sfr"]
     assert "val/i2s_top1" in m
+
+
+def test_streaming_data_path_runs(tiny_dataset, tmp_path):
+    """Surveys over the cache limit stream through StreamingSurvey (here forced)."""
+    cfg = _cfg(tiny_dataset, tmp_path / "stream", steps=4, cache="stream", num_workers=0)
+    m = run_pretrain(cfg)
+    assert m["data_mode"] == "stream" and m["steps"] == 4

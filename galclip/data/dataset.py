@@ -16,6 +16,7 @@ Both return the same item dictionary (see :func:`make_item`).
 from __future__ import annotations
 
 import bisect
+import weakref
 import dataclasses
 import json
 import os
@@ -120,6 +121,30 @@ def read_rows_at(h5: h5py.File, rows: Sequence[int], label_columns: Sequence[str
     return [got[i] for i in inv]
 
 
+_SMALL_CACHE: "weakref.WeakKeyDictionary[h5py.File, dict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+
+
+def _small_column(h5: h5py.File, key: str, group: str | None = None) -> np.ndarray | None:
+    """A whole 1-D per-row column of an open shard, read once and kept with the handle.
+
+    Each HDF5 dataset access costs ~0.1–0.3 ms of Python overhead; a survey row has dozens
+    of label/parameter columns, so reading them row by row dominated random access. The
+    columns are tiny (8 bytes × rows), so one read per shard is cheap in memory.
+    """
+    cache = _SMALL_CACHE.setdefault(h5, {})
+    ck = f"{group}/{key}" if group else key
+    if ck not in cache:
+        node = h5.get(group) if group else h5
+        if node is None or key not in node:
+            cache[ck] = None  # type: ignore[assignment]
+        else:
+            arr = node[key][()]
+            if key == S.OBJECT_ID:
+                arr = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in arr], dtype=object)
+            cache[ck] = arr
+    return cache[ck]
+
+
 def _read_sel(h5: h5py.File, sel: Any, n: int, label_columns: Sequence[str],
               tabular_columns: Sequence[str]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [dict() for _ in range(n)]
@@ -128,10 +153,8 @@ def _read_sel(h5: h5py.File, sel: Any, n: int, label_columns: Sequence[str],
         for i in range(n):
             out[i][key] = arr[i]
 
-    ids = h5[S.OBJECT_ID][sel]
-    put(S.OBJECT_ID, [v.decode() if isinstance(v, bytes) else str(v) for v in ids])
-    for key in (S.RA, S.DEC, S.Z, S.HAS_IMAGE, S.HAS_SPECTRUM):
-        put(key, h5[key][sel])
+    for key in (S.OBJECT_ID, S.RA, S.DEC, S.Z, S.HAS_IMAGE, S.HAS_SPECTRUM):
+        put(key, _small_column(h5, key)[sel])
     if S.IMAGE in h5:
         put(S.IMAGE, h5[S.IMAGE][sel])
         put(S.IMAGE_IVAR, h5[S.IMAGE_IVAR][sel])
@@ -140,11 +163,12 @@ def _read_sel(h5: h5py.File, sel: Any, n: int, label_columns: Sequence[str],
         put(S.SPEC_IVAR, h5[S.SPEC_IVAR][sel])
         put(S.SPEC_MASK, h5[S.SPEC_MASK][sel])
     for key in label_columns:
-        put(key, h5[key][sel] if key in h5 else np.full(n, np.nan))
+        col = _small_column(h5, key)
+        put(key, col[sel] if col is not None else np.full(n, np.nan))
     if tabular_columns:
-        grp = h5.get(S.TABULAR_GROUP)
-        tab = np.stack([grp[c][sel] if grp is not None and c in grp else np.full(n, np.nan, np.float32)
-                        for c in tabular_columns], axis=1).astype(np.float32)
+        cols = [_small_column(h5, c, S.TABULAR_GROUP) for c in tabular_columns]
+        tab = np.stack([c[sel] if c is not None else np.full(n, np.nan, np.float32) for c in cols],
+                       axis=1).astype(np.float32)
         put("tabular", tab)
     return out
 

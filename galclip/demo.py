@@ -98,12 +98,11 @@ def _wire(cfg: DemoConfig) -> None:
 def _embed(cfg: DemoConfig) -> Path:
     """Embed the survey with the pretrained model (image, spectrum, joint)."""
     from galclip.data.dataset import SurveyDataset
-    from galclip.models.checkpoint import checkpoint_hash, load_model
+    from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
     from galclip.pretrain.embed import embed_dataset, write_embeddings
 
     model, mcfg = load_model(cfg.pretrain.out)
-    ds = SurveyDataset(DataConfig(path=cfg.simulate.out, image=cfg.pretrain.data.image,
-                                  spectrum=cfg.pretrain.data.spectrum))
+    ds = SurveyDataset(data_config_for(cfg.pretrain.out, DataConfig(path=cfg.simulate.out)))
     arrays = embed_dataset(model, ds, batch_size=256)
     meta = {"checkpoint_sha256": checkpoint_hash(cfg.pretrain.out), "model_name": mcfg.name,
             "embed_dim": mcfg.embed_dim, "dataset": cfg.simulate.out}

@@ -46,6 +46,10 @@ class DataConfig:
         label_columns: label/parameter columns to return (default: all in the manifest).
         block_rows: rows read per HDF5 access when streaming (memory ∝ block × buffer).
         shuffle_blocks: blocks held in the shuffle buffer when streaming.
+        prep_from_checkpoint: stages that load a pretrained checkpoint replace ``image`` and
+            ``spectrum`` with the preprocessing the model was trained with (recorded in its
+            ``model.json``), so embeddings are never computed on differently scaled inputs.
+            Set false to use the values given here.
     """
 
     path: str = ""
@@ -54,6 +58,7 @@ class DataConfig:
     label_columns: list[str] | None = None
     block_rows: int = 64
     shuffle_blocks: int = 8
+    prep_from_checkpoint: bool = True
 
 
 class _ShardReader:

@@ -7,6 +7,7 @@ between the two is refused with a message naming the file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from galclip.errors import ConfigError, InputFileError
 from galclip.models.config import ModelConfig
 from galclip.models.galclip import GalClip, build_model
 from galclip.utils.io import atomic_path, atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
@@ -116,3 +119,25 @@ def checkpoint_hash(path: str | Path) -> str:
     if not weights.exists():
         raise InputFileError(weights, "no model.safetensors here")
     return sha256_file(weights)
+
+
+def data_config_for(path: str | Path, data: Any) -> Any:
+    """``data`` (a :class:`~galclip.data.dataset.DataConfig`) with the checkpoint's preprocessing.
+
+    Pretraining records the image/spectrum preprocessing in ``model.json``; every stage that
+    embeds data with that model must scale its inputs the same way. Honoured only when
+    ``data.prep_from_checkpoint`` is true; older checkpoints without the record leave
+    ``data`` unchanged.
+    """
+    import dataclasses
+
+    from galclip.data.preprocess import ImagePrep, SpectrumPrep
+
+    prep = (read_model_meta(path).get("extra") or {}).get("preprocessing")
+    if not prep or not getattr(data, "prep_from_checkpoint", False):
+        return data
+    image = from_dict(ImagePrep, prep.get("image", {}))
+    spectrum = from_dict(SpectrumPrep, prep.get("spectrum", {}))
+    if (image, spectrum) != (data.image, data.spectrum):
+        log.info("using the checkpoint's preprocessing (image %s, spectrum %s)", image, spectrum)
+    return dataclasses.replace(data, image=image, spectrum=spectrum)

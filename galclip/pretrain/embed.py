@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from galclip.data.dataset import DataConfig, SurveyDataset, collate
 from galclip.errors import ConfigError, InputFileError
-from galclip.models.checkpoint import checkpoint_hash, load_model
+from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
 from galclip.models.galclip import GalClip
 from galclip.models.tabular import is_tabular_model, second_tower_inputs
 from galclip.models.tabular import TabularAsSpectrum
@@ -207,7 +207,7 @@ def run_embed(cfg: EmbedConfig) -> Path:
         out = out / "embeddings.h5"
     device = resolve_device(cfg.device)
     model, mcfg = load_model(cfg.checkpoint, map_location=device)
-    ds = SurveyDataset(cfg.data)
+    ds = SurveyDataset(data_config_for(cfg.checkpoint, cfg.data))
     if mcfg.spectrum.kind == "tabular":  # catalogue tower: its prepared columns fill the spectrum slot
         ds = TabularAsSpectrum(ds, mcfg)
     arrays = embed_dataset(model, ds, batch_size=cfg.batch_size, device=device, num_workers=cfg.num_workers)

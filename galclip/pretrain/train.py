@@ -355,6 +355,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     metrics["pairs_per_second"] = metrics["objects_per_second"] * metrics["paired_fraction"]
     if trainer.is_global_zero:
         save_checkpoint(module.model, mcfg, out, extra={"steps": module.batches_seen, "seed": cfg.seed,
+                                                        "preprocessing": {"image": to_dict(cfg.data.image),
+                                                                          "spectrum": to_dict(cfg.data.spectrum)},
                                                         "data": str(Path(cfg.data.path).resolve())})
         atomic_write_json(out / "metrics.json", metrics)
         log.info("done: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()

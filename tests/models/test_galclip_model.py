@@ -144,3 +144,20 @@ def test_refuses_to_save_nan(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         save_checkpoint(m, cfg, tmp_path / "x")
     assert not (tmp_path / "x" / "model.safetensors").exists()
+
+
+def test_checkpoint_carries_preprocessing(tmp_path):
+    """Stages that embed with a checkpoint reuse the preprocessing it was trained with."""
+    import dataclasses as dc
+
+    from galclip.data.dataset import DataConfig
+    from galclip.data.preprocess import ImagePrep, SpectrumPrep
+    from galclip.models.checkpoint import data_config_for
+
+    cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=128)
+    prep = {"image": dc.asdict(ImagePrep(size=32, softening=5.0)), "spectrum": dc.asdict(SpectrumPrep(downsample=2))}
+    save_checkpoint(build_model(cfg), cfg, tmp_path / "c", extra={"preprocessing": prep})
+    got = data_config_for(tmp_path / "c", DataConfig(path="x"))
+    assert got.image.size == 32 and got.image.softening == 5.0 and got.spectrum.downsample == 2
+    kept = data_config_for(tmp_path / "c", DataConfig(path="x", prep_from_checkpoint=False))
+    assert kept.image.size == 64 and kept.spectrum.downsample == 1

@@ -48,6 +48,7 @@ from galclip.finetune.sampling import stratified_budget, holdout_split
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular
 from galclip.finetune.train import (
     check_compatible,
+    data_for_checkpoint,
     head_factory,
     load_encoder,
     merger_probability,
@@ -234,7 +235,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    dataset = SurveyDataset(cfg.data)
+    dataset = SurveyDataset(data_for_checkpoint(cfg.data, cfg.checkpoint))
     y = read_labels(dataset, cfg.label)
     if n_classes(y, cfg.label) > 1:  # multi-class label: score merger vs rest
         y = np.where(np.isfinite(y), merger_probability(np.eye(n_classes(y, cfg.label))[np.nan_to_num(y).astype(int)],

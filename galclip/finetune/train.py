@@ -110,6 +110,13 @@ def load_encoder(path: str | Path) -> tuple[Any, Any, str]:
     return model, mcfg, checkpoint_hash(path)
 
 
+def data_for_checkpoint(data: DataConfig, checkpoint: str | Path) -> DataConfig:
+    """The data config with the checkpoint's recorded preprocessing (when it has one)."""
+    from galclip.models.checkpoint import data_config_for
+
+    return data_config_for(checkpoint, data) if checkpoint else data
+
+
 def check_compatible(model_cfg: Any, dataset: SurveyDataset, source: str | Path) -> None:
     """Refuse a checkpoint whose input shapes do not match the dataset (clear message)."""
     if dataset.n_bands and model_cfg.n_bands != dataset.n_bands:
@@ -291,7 +298,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    dataset = SurveyDataset(cfg.data)
+    dataset = SurveyDataset(data_for_checkpoint(cfg.data, cfg.checkpoint))
     model, mcfg, sha = load_encoder(cfg.checkpoint)
     check_compatible(mcfg, dataset, cfg.checkpoint)
     y = read_labels(dataset, cfg.label)

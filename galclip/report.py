@@ -67,6 +67,10 @@ def _float(v: Any) -> float:
         return float("nan")
 
 
+_HEADLINE_VAL = ("i2s_top", "s2i_top", "chance_top", "knn_redshift_r2", "knn_merger_acc", "knn_merger_stage_acc",
+                 "knn_log_mstar_r2", "knn_g_r_r2")
+
+
 def training_curves(run: Path, out: Path) -> Path | None:
     """Loss and validation metrics vs step from the Lightning CSV logger (``metrics.csv``)."""
     logs = sorted(run.glob("pretrain/**/metrics.csv"), key=lambda p: p.stat().st_mtime)
@@ -77,18 +81,33 @@ def training_curves(run: Path, out: Path) -> Path | None:
         return None
     keys = [k for k in rows[0] if k not in ("step", "epoch")]
     loss_keys = [k for k in keys if "loss" in k]
-    val_keys = [k for k in keys if k.startswith("val") and "loss" not in k]
+    # the headline validation numbers; every probe column is in metrics.json / the CSV log
+    val_keys = [k for k in keys if k.startswith("val") and any(t in k for t in _HEADLINE_VAL)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, group, title in ((axes[0], loss_keys, "losses"), (axes[1], val_keys, "validation")):
-        for k in group:
-            pts = [(_float(r.get("step")), _float(r[k])) for r in rows if r.get(k) not in (None, "")]
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, marker="." if len(pts) < 30 else None, label=k)
-        ax.set_xlabel("step")
-        ax.set_title(title)
-        if group:
-            ax.legend(fontsize=7)
+    for k in loss_keys:
+        pts = [(_float(r.get("step")), _float(r[k])) for r in rows if r.get(k) not in (None, "")]
+        if pts:
+            x, y = zip(*pts)
+            axes[0].plot(x, y, marker="." if len(pts) < 30 else None, label=k)
+    axes[0].set_xlabel("step")
+    axes[0].set_title("training loss")
+    if loss_keys:
+        axes[0].legend(fontsize=7)
+    series = {k: [(_float(r.get("step")), _float(r[k])) for r in rows if r.get(k) not in (None, "")] for k in val_keys}
+    series = {k: v for k, v in series.items() if v}
+    if series and max(len(v) for v in series.values()) == 1:  # validated once, at the end: bars
+        names = list(series)
+        axes[1].barh(range(len(names)), [series[k][0][1] for k in names], color="tab:blue")
+        axes[1].set_yticks(range(len(names)), [k.replace("val/", "") for k in names], fontsize=7)
+        axes[1].invert_yaxis()
+    else:
+        for k, pts in series.items():
+            x, y = zip(*pts)
+            axes[1].plot(x, y, marker=".", label=k.replace("val/", ""))
+        axes[1].set_xlabel("step")
+        if series:
+            axes[1].legend(fontsize=7)
+    axes[1].set_title("validation (retrieval top-k, kNN probes)")
     return _save(fig, out / "training_curves.png")
 
 

@@ -252,18 +252,10 @@ def _open(root: str | Path) -> tuple[Manifest, list[Path], np.ndarray | None]:
     return man, paths, wave
 
 
-class SurveyDataset(Dataset):
-    """Random-access dataset over all shards (optionally a subset of row ``indices``)."""
+class _SurveyShape:
+    """What both dataset kinds say about their items (filled by ``_ItemMaker``)."""
 
-    def __init__(self, cfg: DataConfig | str | Path, indices: Sequence[int] | None = None) -> None:
-        if not isinstance(cfg, DataConfig):
-            cfg = DataConfig(path=str(cfg))
-        self.cfg = cfg
-        self.manifest, paths, self.wave = _open(cfg.path)
-        self._reader = _ShardReader(paths)
-        self._offsets = np.cumsum([0] + [s.n_rows for s in self.manifest.shards]).tolist()
-        self._maker = _ItemMaker(self.manifest, self.wave, cfg)
-        self.indices = np.arange(self.manifest.n_rows) if indices is None else np.asarray(indices, dtype=np.int64)
+    _maker: _ItemMaker
 
     @property
     def label_names(self) -> list[str]:
@@ -280,6 +272,20 @@ class SurveyDataset(Dataset):
     @property
     def spectrum_length(self) -> int:
         return self._maker.n_spec
+
+
+class SurveyDataset(_SurveyShape, Dataset):
+    """Random-access dataset over all shards (optionally a subset of row ``indices``)."""
+
+    def __init__(self, cfg: DataConfig | str | Path, indices: Sequence[int] | None = None) -> None:
+        if not isinstance(cfg, DataConfig):
+            cfg = DataConfig(path=str(cfg))
+        self.cfg = cfg
+        self.manifest, paths, self.wave = _open(cfg.path)
+        self._reader = _ShardReader(paths)
+        self._offsets = np.cumsum([0] + [s.n_rows for s in self.manifest.shards]).tolist()
+        self._maker = _ItemMaker(self.manifest, self.wave, cfg)
+        self.indices = np.arange(self.manifest.n_rows) if indices is None else np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.indices.size)
@@ -342,7 +348,7 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-class StreamingSurvey(IterableDataset):
+class StreamingSurvey(_SurveyShape, IterableDataset):
     """Stream a survey of any size with bounded memory and deterministic sharding.
 
     Args:
@@ -368,18 +374,6 @@ class StreamingSurvey(IterableDataset):
         b = max(1, cfg.block_rows)
         self.blocks = [(s, r, min(r + b, info.n_rows))
                        for s, info in enumerate(self.manifest.shards) for r in range(0, info.n_rows, b)]
-
-    @property
-    def label_names(self) -> list[str]:
-        return self._maker.labels
-
-    @property
-    def n_bands(self) -> int:
-        return self._maker.n_bands
-
-    @property
-    def spectrum_length(self) -> int:
-        return self._maker.n_spec
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Select the epoch's order; ``skip`` drops this many samples per rank (exact resume)."""

@@ -133,3 +133,27 @@ def test_index_build_killed_leaves_no_torn_index(tmp_path: Path) -> None:
     _, rows = loaded.search(x[:5], k=1)
     assert list(rows[:, 0]) == [0, 1, 2, 3, 4]
     assert not list(out.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_finetune_killed_and_rerun_matches_uninterrupted(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Frozen-encoder fine-tuning keeps only finished products (feature cache, head): a rerun
+    after SIGKILL reaches the same head weights as an uninterrupted run."""
+    from galclip.models.checkpoint import save_checkpoint
+    from galclip.models.config import get_model_config
+    from galclip.models.galclip import build_model
+
+    import torch
+
+    torch.manual_seed(0)
+    mcfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=256)
+    save_checkpoint(build_model(mcfg), mcfg, tmp_path / "enc")
+    common = ["--data", str(tiny_dataset), "--checkpoint", str(tmp_path / "enc"), "data.image.size=32",
+              "head.tabular=none", "test_fraction=0.25", "progress=false"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run_ok(galclip("finetune", "--out", str(ref), *common))
+    kill_when(galclip("finetune", "--out", str(killed), *common), lambda: (killed / "cache").exists())
+    run_ok(galclip("finetune", "--out", str(killed), *common))
+    a, b = load_file(ref / "head.safetensors"), load_file(killed / "head.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -24,3 +25,15 @@ def test_reader_gives_product_or_one_line_error(kind: str) -> None:
             check_case(kind, case[0], case[1], Path(d))
 
     run()
+
+
+def test_corrupt_header_card_gives_product_or_one_line_error(tmp_path: Path) -> None:
+    """Found by benchmarks/bench_fuzz.py: an unparsable card escaped as astropy's VerifyError."""
+    from astropy.io import fits
+
+    path = tmp_path / "src.fits"
+    hdu = fits.PrimaryHDU(np.ones((16, 16), np.float32))
+    hdu.header["FILTER"] = "r"
+    hdu.writeto(path)
+    raw = path.read_bytes().replace(b"FILTER  = 'r       '", b"FILTER  = 1.2.3'    ", 1)
+    assert check_case("fits_image", "cutout.fits", raw, tmp_path) in ("ok", "error")

@@ -33,6 +33,8 @@ def open_fits(path: str | Path) -> Iterator[Any]:
         raise InputFileError(path, f"not a readable FITS file ({_short(exc)})") from None
     try:
         yield hdul
+    except fits.VerifyError as exc:  # a corrupt header card, found when the reader touches it
+        raise InputFileError(path, f"malformed FITS header ({_short(exc)})") from None
     finally:
         with contextlib.suppress(Exception):
             hdul.close()
@@ -70,6 +72,27 @@ def table_column(path: str | Path, table: Any, names: tuple[str, ...], what: str
     if required:
         raise InputFileError(path, f"{what}: missing column {names[0]}")
     return None
+
+
+def clean_header(header: Any) -> Any:
+    """A copy of ``header`` without the cards astropy cannot parse.
+
+    A corrupt keyword (seen in fuzzing: ``FILTER = 1.2.3'``) otherwise raises astropy's
+    ``VerifyError`` wherever the header is later read, far from the file it came from;
+    dropping just that card keeps the pixels usable and the missing keyword is handled
+    like any absent one.
+    """
+    from astropy.io import fits
+
+    out = fits.Header()
+    for card in header.cards:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append((card.keyword, card.value, card.comment), end=True)
+        except Exception:
+            continue
+    return out
 
 
 def header_float(header: Any, key: str, default: float = float("nan")) -> float:

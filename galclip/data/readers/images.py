@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from galclip.data.readers.common import _short, header_float, open_fits
+from galclip.data.readers.common import _short, clean_header, header_float, open_fits
 from galclip.errors import InputFileError
 
 #: Band names of an SDSS gri colour composite (R, G, B channels ← i, r, g).
@@ -181,7 +181,7 @@ def _read_fits_planes(path: Path) -> tuple[np.ndarray, np.ndarray | None, Any]:
         if data is None:
             raise InputFileError(path, "image HDU is empty")
         img = _as_float(path, data, "image")
-        header = hdu.header.copy()
+        header = clean_header(hdu.header)
         ivar = None
         for name in _IVAR_HDU_NAMES:
             if name in hdul:

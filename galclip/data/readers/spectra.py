@@ -317,7 +317,8 @@ def read_spplate(path: str | Path) -> tuple[list[SpectrumRecord], list[str]]:
         if m:
             plate, mjd = int(m.group(1)), int(m.group(2))
     npix = flux.shape[1]
-    wave = _finite_wave(path, 10.0 ** (c0 + c1 * np.arange(npix)))
+    with np.errstate(over="ignore"):  # absurd COEFF0/COEFF1 overflow to inf, refused by _finite_wave
+        wave = _finite_wave(path, 10.0 ** (c0 + c1 * np.arange(npix)))
     f, iv = _clean(flux, ivar, mask)
     records: list[SpectrumRecord] = []
     notes: list[str] = []

@@ -42,6 +42,10 @@ class HeadTrainConfig:
         tabular_lr_scale: learning-rate multiplier of the linear tabular term; small values
             keep it near the regularised logistic-regression start, so with a handful of
             labels the head cannot drift far from the classical solution.
+        term_selection: with a linear tabular term, ``auto`` compares out-of-fold ROC AUC
+            of the full head and of the linear (logistic-regression-like) term alone and keeps
+            the better (the embedding term adds variance with ~20 labels); ``full`` or
+            ``linear`` force one.
         seed: torch seed of initialisation, dropout and modality dropout.
     """
 
@@ -56,6 +60,7 @@ class HeadTrainConfig:
     tabular_init: Literal["lr", "zero"] = "lr"
     tabular_lr_c: float = 0.3
     tabular_lr_scale: float = 0.1
+    term_selection: Literal["auto", "full", "linear"] = "full"
     seed: int = 0
 
 
@@ -154,26 +159,61 @@ def predict(head: FusionClassifier, feats: dict[str, torch.Tensor], batch_size: 
     return np.concatenate(outs) if outs else np.zeros(0)
 
 
+def linear_only(factory: HeadFactory) -> HeadFactory:
+    """Heads whose embedding term is switched off (scale fixed at 0): the classical model."""
+    def make() -> FusionClassifier:
+        head = factory()
+        if head.linear_term is not None:
+            with torch.no_grad():
+                head.embed_scale.zero_()
+            head.embed_scale.requires_grad_(False)
+        return head
+    return make
+
+
+def _oof(factory: HeadFactory, feats: dict[str, torch.Tensor], y: np.ndarray, cfg: HeadTrainConfig,
+         folds: list, seed: int) -> np.ndarray:
+    oof = None
+    for k, (tr, va) in enumerate(folds):
+        h = fit_head(factory(), _rows(feats, torch.as_tensor(tr)), y[tr], cfg, seed=seed * 100 + k + 1)
+        p = predict(h, _rows(feats, torch.as_tensor(va)))
+        if oof is None:
+            oof = np.full((len(y),) + p.shape[1:], np.nan)
+        oof[va] = p
+    return oof
+
+
+def _oof_auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    ok = np.isfinite(p)
+    return float(roc_auc_score(y[ok], p[ok])) if len(np.unique(y[ok])) == 2 else float("nan")
+
+
 def fit_with_threshold(factory: HeadFactory, feats: dict[str, torch.Tensor], y: np.ndarray,
                        cfg: HeadTrainConfig, seed: int = 0) -> tuple[FusionClassifier, float, np.ndarray | None]:
     """Fit a head on all labeled rows; choose the decision threshold on out-of-fold predictions.
+
+    With a linear tabular term and ``cfg.term_selection == "auto"``, the out-of-fold ROC AUC
+    also decides between the full head and the linear term alone (ties → linear).
 
     Returns:
         (head, threshold, out-of-fold probabilities or None). Multi-class heads get threshold
         NaN (argmax decisions). With too few of a class for CV the threshold is 0.5.
     """
     y = np.asarray(y).astype(int)
-    oof = None
-    binary = True
+    probe = factory()
+    has_linear = probe.linear_term is not None
+    if has_linear and cfg.term_selection == "linear":
+        factory = linear_only(factory)
     folds = cv_folds(y, cfg.cv_folds, seed) if cfg.cv_folds >= 2 else []
-    if folds:
-        for k, (tr, va) in enumerate(folds):
-            h = fit_head(factory(), _rows(feats, torch.as_tensor(tr)), y[tr], cfg, seed=seed * 100 + k + 1)
-            p = predict(h, _rows(feats, torch.as_tensor(va)))
-            if oof is None:
-                oof = np.full((len(y),) + p.shape[1:], np.nan)
-            oof[va] = p
-        binary = oof.ndim == 1
+    oof = _oof(factory, feats, y, cfg, folds, seed) if folds else None
+    binary = oof is None or oof.ndim == 1
+    if oof is not None and binary and has_linear and cfg.term_selection == "auto":
+        lin_factory = linear_only(factory)
+        oof_lin = _oof(lin_factory, feats, y, cfg, folds, seed)
+        if not _oof_auc(y, oof) > _oof_auc(y, oof_lin):
+            factory, oof = lin_factory, oof_lin
     torch.manual_seed(seed)
     head = fit_head(factory(), feats, y, cfg, seed=seed)
     if not binary:

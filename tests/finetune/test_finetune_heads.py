@@ -101,3 +101,27 @@ def test_modality_dropout_never_removes_everything() -> None:
         assert not (d["has_spectrum"] & ~f["has_spectrum"]).any()
     dropped = modality_dropout(f, 1.0, torch.Generator().manual_seed(0))
     assert (dropped["has_image"] ^ dropped["has_spectrum"])[f["has_spectrum"]].all()
+
+
+def test_linear_only_heads_ignore_embeddings_and_auto_selection_runs() -> None:
+    """term_selection: the linear-only variant is the classical model; auto picks by OOF AUC."""
+    import numpy as np
+
+    from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, linear_only, predict
+
+    def factory() -> FusionClassifier:
+        return FusionClassifier(HeadConfig(kind="late", hidden=8, dropout=0.0, tabular="linear"),
+                                {"image": D}, n_out=1, tabular_columns=COLS)
+
+    g = torch.Generator().manual_seed(1)
+    n = 40
+    feats = {"image": torch.randn(n, D, generator=g), "has_image": torch.ones(n, dtype=torch.bool),
+             "tabular": torch.randn(n, K, generator=g)}
+    y = (feats["tabular"][:, 0] > 0).numpy().astype(int)
+    head = linear_only(factory)()
+    feats2 = dict(feats, image=feats["image"] + 5.0)
+    assert torch.allclose(head(feats), head(feats2))  # embeddings cannot move the output
+    cfg = HeadTrainConfig(epochs=20, cv_folds=2, term_selection="auto")
+    head, thr, oof = fit_with_threshold(factory, feats, y, cfg)
+    assert oof is not None and np.isfinite(oof).all() and 0 <= thr <= 1
+    assert predict(head, feats).shape == (n,)

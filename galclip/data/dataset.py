@@ -312,14 +312,13 @@ class SurveyDataset(_SurveyShape, Dataset):
         parts = []
         for s in range(len(self._reader.paths)):
             h5 = self._reader.file(s)
-            if name == S.OBJECT_ID:
-                parts.append(np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][()]], dtype=object))
-            elif name in h5:
+            if name in h5 and h5[name].ndim > 1:  # pixel arrays: read, never cache with the handle
                 parts.append(h5[name][()])
-            elif S.TABULAR_GROUP in h5 and name in h5[S.TABULAR_GROUP]:
-                parts.append(h5[S.TABULAR_GROUP][name][()])
-            else:
+                continue
+            col = _small_column(h5, name) if name in h5 else _small_column(h5, name, S.TABULAR_GROUP)
+            if col is None:
                 raise KeyError(f"{self.cfg.path}: no column {name!r}")
+            parts.append(col)
         full = np.concatenate(parts) if parts else np.zeros(0)
         return full[self.indices]
 

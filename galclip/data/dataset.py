@@ -207,7 +207,8 @@ def make_item(row: dict[str, Any], index: int, mk: _ItemMaker) -> dict[str, Any]
     Keys: ``index``, ``object_id``, ``ra``, ``dec``, ``z``, ``has_image``, ``image``
     (B,H,W float32 in noise units, *not yet* arcsinh-stretched), ``image_ivar``,
     ``has_spectrum``, ``spectrum`` (L,) normalised flux, ``spectrum_ivar`` (L,) (0 = bad
-    pixel), ``labels`` (float32 vector in ``label_names`` order, NaN = unknown),
+    pixel), ``spectrum_scale`` (log10 of the normalisation in 1e-17 erg/s/cm²/Å; NaN if
+    unknown), ``labels`` (float32 vector in ``label_names`` order, NaN = unknown),
     ``tabular`` (float32, NaN = missing). Missing modalities are zero tensors with the
     ``has_*`` flag False.
     """
@@ -230,12 +231,14 @@ def make_item(row: dict[str, Any], index: int, mk: _ItemMaker) -> dict[str, Any]
     has_spec = bool(row.get(S.HAS_SPECTRUM, False)) and mk.n_spec > 0
     if has_spec:
         ivar_in = np.where(row[S.SPEC_MASK], 0, row[S.SPEC_IVAR]).astype(np.float32)
-        flux, sivar = prepare_spectrum(mk.wave, row[S.SPEC_FLUX], ivar_in, float(row[S.Z]), cfg.spectrum)
+        flux, sivar, scale = prepare_spectrum(mk.wave, row[S.SPEC_FLUX], ivar_in, float(row[S.Z]), cfg.spectrum)
         has_spec = bool((sivar > 0).sum() >= 8)
     if not has_spec:
         flux = np.zeros(max(mk.n_spec, 1), np.float32)
         sivar = np.zeros_like(flux)
-    item.update(has_spectrum=has_spec, spectrum=torch.from_numpy(flux), spectrum_ivar=torch.from_numpy(sivar))
+        scale = float("nan")
+    item.update(has_spectrum=has_spec, spectrum=torch.from_numpy(flux), spectrum_ivar=torch.from_numpy(sivar),
+                spectrum_scale=scale)
     item["labels"] = torch.tensor([float(row.get(k, np.nan)) for k in mk.labels], dtype=torch.float32)
     item["tabular"] = torch.from_numpy(np.asarray(row.get("tabular", np.zeros(0)), np.float32))
     return item

@@ -212,8 +212,13 @@ def downsample_spectrum(flux: np.ndarray, ivar: np.ndarray, factor: int) -> tupl
 
 def prepare_spectrum(
     wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, cfg: SpectrumPrep
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mask bad pixels, optionally de-redshift, downsample, normalise: ``(flux, ivar)``."""
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mask bad pixels, optionally de-redshift, downsample, normalise.
+
+    Returns ``(flux, ivar, log_scale)``: ``log_scale`` is log10 of the normalisation in the
+    input flux unit (1e-17 erg/s/cm²/Å in galclip surveys), i.e. the apparent brightness the
+    normalisation removed; NaN when the spectrum has no positive signal to set a scale.
+    """
     flux = np.asarray(flux, np.float32)
     ivar = np.asarray(ivar, np.float32)
     bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0)
@@ -224,6 +229,13 @@ def prepare_spectrum(
         # f_lambda in the rest frame: λ_rest = λ_obs/(1+z), f_rest = f_obs (1+z)
         flux, ivar = resample_spectrum(np.asarray(wave) / (1 + z), flux * (1 + z), ivar / (1 + z) ** 2, rest)
     flux, ivar = downsample_spectrum(flux, ivar, cfg.downsample)
-    flux, ivar, _ = normalise_spectrum(flux, ivar)
+    flux, ivar, norm = normalise_spectrum(flux, ivar)
     flux = np.clip(flux, -cfg.clip, cfg.clip)
-    return flux, ivar
+    return flux, ivar, _log_scale(norm, flux, ivar)
+
+
+def _log_scale(norm: float, flux: np.ndarray, ivar: np.ndarray) -> float:
+    """log10 of a normalisation; NaN when too few good pixels set it (it is then a placeholder)."""
+    if norm <= 0 or not np.isfinite(norm) or int((ivar > 0).sum()) < 4:
+        return float("nan")
+    return float(np.log10(norm))

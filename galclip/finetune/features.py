@@ -49,9 +49,10 @@ def compute_features(model: Any, batch: dict[str, Any], tokens: bool = False,
                 out["image_tokens"] = batch["image"].new_zeros(n, 1, model.image_encoder.num_features)
     if "spectrum" in modalities:
         if out["has_spectrum"].any():
-            out["spectrum"] = model.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], normalize=True)
+            scale = batch.get("spectrum_scale")
+            out["spectrum"] = model.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], scale, normalize=True)
             if tokens:
-                out["spectrum_tokens"] = model.spectrum_tokens(batch["spectrum"], batch["spectrum_ivar"])
+                out["spectrum_tokens"] = model.spectrum_tokens(batch["spectrum"], batch["spectrum_ivar"], scale)
         else:  # image-only data (e.g. Galaxy Zoo cutouts): no spectrum of the model's length exists
             out["spectrum"] = batch["spectrum"].new_zeros(n, model.embed_dim)
             if tokens:

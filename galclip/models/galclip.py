@@ -18,12 +18,36 @@ def projection_head(in_dim: int, out_dim: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
 
 
+class FluxScaleEmbedding(nn.Module):
+    """log10 flux scale of a normalised spectrum → a feature vector added to the tower's.
+
+    Spectra are divided by their median flux (the tower sees shape); this puts the
+    apparent brightness back as a separate input. NaN (unknown scale: not flux calibrated,
+    or dropped as an augmentation) selects a learned "unknown" vector instead.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(1, width), nn.GELU(), nn.Linear(width, width))
+        self.unknown = nn.Parameter(torch.zeros(width))
+
+    def forward(self, log_scale: Tensor | None, n: int, like: Tensor) -> Tensor:
+        if log_scale is None:
+            return self.unknown.to(like.dtype).expand(n, -1)
+        s = log_scale.reshape(n, 1).to(like.dtype)
+        known = torch.isfinite(s)
+        emb = self.mlp(torch.where(known, s, torch.zeros_like(s)).clamp(-5.0, 5.0))
+        return torch.where(known, emb, self.unknown.to(like.dtype).expand(n, -1))
+
+
 class GalClip(nn.Module):
     """CLIP-style model for galaxies.
 
     Inputs are dataset batches: ``image`` (N,B,H,W) in noise units (the stretch happens
-    inside), ``flux``/``ivar`` (N,L) with ivar = 0 on bad pixels. Both towers always exist,
-    so an image-only survey still yields a complete, loadable model.
+    inside), ``flux``/``ivar`` (N,L) with ivar = 0 on bad pixels, and — for models with
+    ``spectrum.use_flux_scale`` — ``scale`` (N,) = log10 of each spectrum's normalisation
+    (the batch key ``spectrum_scale``). Both towers always exist, so an image-only survey
+    still yields a complete, loadable model.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -32,6 +56,8 @@ class GalClip(nn.Module):
         self.embed_dim = cfg.embed_dim
         self.image_encoder = ImageTower(cfg)
         self.spectrum_encoder = build_tower(cfg)
+        self.flux_scale = (FluxScaleEmbedding(self.spectrum_encoder.num_features)
+                           if cfg.spectrum.use_flux_scale else None)
         self.image_proj = projection_head(self.image_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.spectrum_proj = projection_head(self.spectrum_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
@@ -50,14 +76,23 @@ class GalClip(nn.Module):
         return F.normalize(z, dim=-1) if normalize else z
 
     # -- spectrum ----------------------------------------------------------------------
-    def spectrum_tokens(self, flux: Tensor, ivar: Tensor) -> Tensor:
-        return self.spectrum_encoder.tokens(flux, ivar)
+    def spectrum_tokens(self, flux: Tensor, ivar: Tensor | None, scale: Tensor | None = None) -> Tensor:
+        """(N, T, Fs) tower tokens (the flux-scale vector, if used, is added to each)."""
+        tok = self.spectrum_encoder.tokens(flux, ivar)
+        if self.flux_scale is not None:
+            tok = tok + self.flux_scale(scale, tok.shape[0], tok)[:, None]
+        return tok
 
-    def spectrum_features(self, flux: Tensor, ivar: Tensor) -> Tensor:
-        return self.spectrum_encoder(flux, ivar)
+    def spectrum_features(self, flux: Tensor, ivar: Tensor | None, scale: Tensor | None = None) -> Tensor:
+        """(N, Fs) pooled features before the projection head."""
+        h = self.spectrum_encoder(flux, ivar)
+        if self.flux_scale is not None:
+            h = h + self.flux_scale(scale, h.shape[0], h)
+        return h
 
-    def encode_spectrum(self, flux: Tensor, ivar: Tensor, normalize: bool = True) -> Tensor:
-        z = self.spectrum_proj(self.spectrum_encoder(flux, ivar))
+    def encode_spectrum(self, flux: Tensor, ivar: Tensor | None, scale: Tensor | None = None,
+                        normalize: bool = True) -> Tensor:
+        z = self.spectrum_proj(self.spectrum_features(flux, ivar, scale))
         return F.normalize(z, dim=-1) if normalize else z
 
     # -- contrastive -------------------------------------------------------------------
@@ -65,9 +100,10 @@ class GalClip(nn.Module):
         """exp(logit_scale) clamped to ``max_logit_scale`` (no gradient past the clamp)."""
         return self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)
 
-    def forward(self, image: Tensor, flux: Tensor, ivar: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, image: Tensor, flux: Tensor, ivar: Tensor,
+                scale: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Unit image and spectrum embeddings plus the clamped logit scale."""
-        return self.encode_image(image), self.encode_spectrum(flux, ivar), self.scale()
+        return self.encode_image(image), self.encode_spectrum(flux, ivar, scale), self.scale()
 
 
 def build_model(cfg: ModelConfig) -> GalClip:

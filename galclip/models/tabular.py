@@ -318,7 +318,8 @@ def with_tabular_tower(cfg: Any, train_values: Any, columns: Sequence[str],
     prep = TabularPreprocessor(prep_cfg).fit(train_values, columns)
     options = {**(cfg.spectrum.options or {}), "columns": list(prep.columns), "categorical": prep.categorical,
                "prep": prep.to_dict()}
-    spectrum = dataclasses.replace(cfg.spectrum, kind="tabular", options=options)
+    # catalogue rows have no flux normalisation to feed back
+    spectrum = dataclasses.replace(cfg.spectrum, kind="tabular", options=options, use_flux_scale=False)
     # the second-tower input length is the number of columns (embed/pretrain compatibility checks)
     return dataclasses.replace(cfg, spectrum=spectrum, spectrum_length=len(prep.columns))
 
@@ -511,23 +512,24 @@ def is_tabular_model(model: nn.Module) -> bool:
 
 
 def second_tower_inputs(model: nn.Module, batch: Mapping[str, Any],
-                        tabular_names: Sequence[str] | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
-    """``(x, ivar, present)`` for ``model.encode_spectrum(x, ivar)`` from a dataset batch.
+                        tabular_names: Sequence[str] | None = None
+                        ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    """``(x, ivar, scale, present)`` for ``model.encode_spectrum(x, ivar, scale)`` from a batch.
 
     The single place where pretraining and embedding pick the second modality: spectra
-    (``spectrum``, ``spectrum_ivar``, ``has_spectrum``) for spectrum towers; for the
-    tabular tower the prepared catalogue row (``tabular`` named ``tabular_names``, i.e.
-    ``dataset.tabular_names``), no ivar, and ``present`` = the row has at least one valid
+    (``spectrum``, ``spectrum_ivar``, ``spectrum_scale``, ``has_spectrum``) for spectrum
+    towers; for the tabular tower the prepared catalogue row (``tabular`` named
+    ``tabular_names``, i.e. ``dataset.tabular_names``), no ivar or scale, and ``present`` = the row has at least one valid
     value (all-missing rows still embed, but carry nothing to align with an image).
     """
     tower = getattr(model, "spectrum_encoder", None)
     if not isinstance(tower, TabularSecondTower):
-        return batch["spectrum"], batch["spectrum_ivar"], batch["has_spectrum"].bool()
+        return batch["spectrum"], batch["spectrum_ivar"], batch.get("spectrum_scale"), batch["has_spectrum"].bool()
     if tabular_names is None or "tabular" not in batch:
         raise ConfigError("this model's second tower is tabular: pass the dataset's tabular_names "
                           "(and a dataset with tabular columns)")
     x = tower.prepare(batch["tabular"], tabular_names)
-    return x, None, torch.isfinite(x).any(dim=1)
+    return x, None, None, torch.isfinite(x).any(dim=1)
 
 
 def _register() -> None:

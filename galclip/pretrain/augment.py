@@ -34,6 +34,10 @@ class AugmentConfig:
         mask_windows: number of wavelength windows masked per spectrum (ivar set to 0).
         mask_width: window width as a fraction of the spectrum length.
         tilt: max relative flux-calibration tilt across the spectrum (e.g. 0.05 = ±5%).
+        scale_jitter: Gaussian sigma (dex) added to the spectrum's log flux scale: fibre
+            spectrophotometry is good to ~0.05 dex (seeing, fibre placement).
+        scale_drop: probability of hiding the flux scale (NaN), so the model also learns
+            to embed spectra that are not flux calibrated.
     """
 
     rot90: bool = True
@@ -44,6 +48,8 @@ class AugmentConfig:
     mask_windows: int = 2
     mask_width: float = 0.03
     tilt: float = 0.05
+    scale_jitter: float = 0.05
+    scale_drop: float = 0.1
 
 
 def _uniform(n: int, gen: torch.Generator, device: torch.device, lo: float = 0.0, hi: float = 1.0) -> Tensor:
@@ -110,3 +116,13 @@ def augment_spectra(flux: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.G
     ivar = torch.where(good, ivar, torch.zeros_like(ivar))
     flux = torch.where(good, flux, torch.zeros_like(flux))
     return flux, ivar
+
+
+def augment_scale(scale: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
+    """Jitter (and sometimes hide) the (N,) log10 flux scales of a batch of spectra."""
+    n, dev = scale.shape[0], scale.device
+    if cfg.scale_jitter > 0:
+        scale = scale + cfg.scale_jitter * torch.randn(n, generator=gen).to(dev, scale.dtype)
+    if cfg.scale_drop > 0:
+        scale = torch.where(_uniform(n, gen, dev) < cfg.scale_drop, torch.full_like(scale, float("nan")), scale)
+    return scale

@@ -24,7 +24,7 @@ from galclip.data.dataset import StreamingSurvey, SurveyDataset, collate
 log = logging.getLogger(__name__)
 
 TENSOR_KEYS = ("index", "z", "has_image", "image", "image_ivar", "has_spectrum", "spectrum", "spectrum_ivar",
-               "labels")
+               "spectrum_scale", "labels")
 
 
 def cache_size_bytes(ds: Any) -> int:

@@ -102,15 +102,15 @@ def embed_dataset(model: GalClip, dataset: Dataset, batch_size: int = 256, devic
         n = len(batch["object_id"])
         hi = batch["has_image"].bool() & (n_bands > 0)
         # second modality: spectra, or catalogue columns for a tabular second tower
-        x2, iv2, present = second_tower_inputs(model, batch, tabular)
+        x2, iv2, scale2, present = second_tower_inputs(model, batch, tabular)
         hs = present.bool() & (tabular is not None or n_spec > 0)
         img = torch.full((n, D), float("nan"))
         spec = torch.full((n, D), float("nan"))
         if hi.any():
             img[hi] = model.encode_image(batch["image"][hi].to(device)).float().cpu()
         if hs.any():
-            spec[hs] = model.encode_spectrum(x2[hs].to(device),
-                                             iv2[hs].to(device) if iv2 is not None else None).float().cpu()
+            spec[hs] = model.encode_spectrum(x2[hs].to(device), iv2[hs].to(device) if iv2 is not None else None,
+                                             scale2[hs].to(device) if scale2 is not None else None).float().cpu()
         cols["object_id"].extend(batch["object_id"])
         cols["ra"].append(batch["ra"].double().numpy())
         cols["dec"].append(batch["dec"].double().numpy())

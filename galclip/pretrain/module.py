@@ -20,7 +20,7 @@ import torch
 from galclip.config import to_dict
 from galclip.errors import GalclipError
 from galclip.models.galclip import GalClip
-from galclip.pretrain.augment import AugmentConfig, augment_images, augment_spectra
+from galclip.pretrain.augment import AugmentConfig, augment_images, augment_scale, augment_spectra
 from galclip.pretrain.losses import SSLLoss, clip_loss
 from galclip.pretrain.metrics import embedding_metrics
 
@@ -126,9 +126,9 @@ class PretrainModule(pl.LightningModule):
                 zi2 = m.encode_image(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
                 parts["ssl_image"] = L.ssl_image_weight * self.ssl(zi, zi2, hi)
         if self.use_spectra and (L.clip_weight > 0 or L.ssl_spectrum_weight > 0):
-            zs = m.encode_spectrum(*augment_spectra(batch["spectrum"], batch["spectrum_ivar"], A, gen))
+            zs = self._encode_spectrum(batch, gen)
             if L.ssl_spectrum_weight > 0:
-                zs2 = m.encode_spectrum(*augment_spectra(batch["spectrum"], batch["spectrum_ivar"], A, gen))
+                zs2 = self._encode_spectrum(batch, gen)
                 parts["ssl_spectrum"] = L.ssl_spectrum_weight * self.ssl(zs, zs2, hs)
         if L.clip_weight > 0 and zi is not None and zs is not None:
             parts["clip"] = L.clip_weight * clip_loss(zi, zs, m.scale(), hi & hs)
@@ -136,6 +136,14 @@ class PretrainModule(pl.LightningModule):
             raise GalclipError("no loss term applies to this data (enable loss.ssl_image_weight for image-only surveys)")
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _encode_spectrum(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        """Spectrum embeddings of freshly augmented spectra (and flux scales, if the model uses them)."""
+        flux, ivar = augment_spectra(batch["spectrum"], batch["spectrum_ivar"], self.aug_cfg, gen)
+        scale = batch.get("spectrum_scale")
+        if self.model.flux_scale is not None and scale is not None:
+            scale = augment_scale(scale, self.aug_cfg, gen)
+        return self.model.encode_spectrum(flux, ivar, scale)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         gen = self._generator(self.batches_seen)
@@ -195,7 +203,8 @@ class PretrainModule(pl.LightningModule):
         n, D = batch["index"].shape[0], m.embed_dim
         nan = torch.full((n, D), float("nan"))
         zi = m.encode_image(batch["image"]).float().cpu() if self.use_images else nan
-        zs = m.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"]).float().cpu() if self.use_spectra else nan
+        zs = (m.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], batch.get("spectrum_scale")).float().cpu()
+              if self.use_spectra else nan)
         self._val.append({"image": zi.numpy(), "spectrum": zs.numpy(),
                           "has_image": (batch["has_image"].bool().cpu() & self.use_images).numpy(),
                           "has_spectrum": (batch["has_spectrum"].bool().cpu() & self.use_spectra).numpy(),

@@ -137,12 +137,13 @@ def queries_from_spectrum_file(model: Any, path: str | Path, grid: np.ndarray, p
         if np.count_nonzero(ivar > 0) < 8:
             log.warning("%s: object %s does not overlap the dataset wavelength grid; skipped", path, rec.object_id)
             continue
-        f, iv = prepare_spectrum(grid, flux, ivar, float(rec.z), prep)
+        f, iv, scale = prepare_spectrum(grid, flux, ivar, float(rec.z), prep)
         n = int(model.cfg.spectrum_length)
         if f.shape[0] != n:
             raise InputFileError(path, f"prepared spectrum has {f.shape[0]} pixels, the model expects {n} "
                                        "(use the index's spectrum preprocessing)")
-        vec = model.encode_spectrum(torch.from_numpy(f)[None], torch.from_numpy(iv)[None]).float().numpy()[0]
+        vec = model.encode_spectrum(torch.from_numpy(f)[None], torch.from_numpy(iv)[None],
+                                    torch.tensor([scale])).float().numpy()[0]
         name = f"{path.name}:{rec.object_id}" if len(records) > 1 else path.name
         out.append(Query(name=name, kind="spectrum", vector=vec, wave=rec.wave, flux=rec.flux, ivar=rec.ivar,
                          ra=rec.ra, dec=rec.dec))

@@ -246,7 +246,7 @@ def test_galclip_with_tabular_second_tower_trains_and_roundtrips(tmp_path):
     from galclip.models.tabular import is_tabular_model, second_tower_inputs
 
     allmiss = dict(batch, tabular=torch.full_like(batch["tabular"], float("nan")))
-    xs, iv, present = second_tower_inputs(model, allmiss, ds.tabular_names)
+    xs, iv, _, present = second_tower_inputs(model, allmiss, ds.tabular_names)
     assert is_tabular_model(model) and iv is None and not present.any() and xs.shape == x.shape
     with pytest.raises(ConfigError, match="tabular_names"):
         second_tower_inputs(model, batch)

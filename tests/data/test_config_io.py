@@ -37,6 +37,12 @@ def test_yaml_and_dotted_overrides(tmp_path):
     assert cfg.name == "run1" and cfg.n == 7 and cfg.flag is True
     assert cfg.inner.lr == 0.01 and cfg.inner.layers == [3, 4, 5]
     assert isinstance(cfg.maybe, _Inner) and cfg.maybe.lr == 2.0
+    # YAML 1.1 reads exponents without a dot ("5e-4") as strings; numbers are still numbers
+    p.write_text("inner:\n  lr: 5e-4\n")
+    assert load_config(_Cfg, p, []).inner.lr == 5e-4
+    assert load_config(_Cfg, None, ["inner.lr=2E-3"]).inner.lr == 2e-3
+    with pytest.raises(ConfigError, match="inner.lr: expected a number"):
+        load_config(_Cfg, None, ["inner.lr=fast"])
 
 
 def test_unknown_keys_and_bad_values_are_named(tmp_path):

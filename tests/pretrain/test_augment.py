@@ -11,6 +11,7 @@ def test_geometric_image_augs_preserve_flux_and_masks():
     img = torch.rand(16, 3, 20, 20, generator=g)
     ivar = torch.ones_like(img)
     ivar[:, :, :, :3] = 0  # masked columns travel with the pixels
+    img[:, :, :, :3] = 0  # (and hold 0, as prepared images do)
     cfg = AugmentConfig(shift_px=0.0, image_noise=0.0)
     out, oiv = augment_images(img, ivar, cfg, torch.Generator().manual_seed(1))
     assert torch.allclose(out.sum((1, 2, 3)), img.sum((1, 2, 3)), rtol=1e-5)
@@ -46,3 +47,29 @@ def test_spectrum_masking_tilt_and_noise():
     cfg2 = AugmentConfig(spectrum_noise=1.0, mask_windows=0, tilt=0.0)
     f2, iv2 = augment_spectra(flux, ivar, cfg2, torch.Generator().manual_seed(0))
     assert torch.all(f2[:, 100:110] == 0) and 0.03 < (f2[:, 200:] - 1).std() < 0.08
+
+
+def test_flips_and_rotations_are_exact_pixel_permutations():
+    """Without a shift the single-resampling warp must equal one of the 8 dihedral images."""
+    img = torch.rand(64, 2, 9, 9, generator=torch.Generator().manual_seed(0))
+    cfg = AugmentConfig(shift_px=0.0, image_noise=0.0)
+    out, _ = augment_images(img, torch.ones_like(img), cfg, torch.Generator().manual_seed(3))
+    seen = set()
+    for i in range(img.shape[0]):
+        cands = [torch.rot90(f, k, dims=(-2, -1)) for f in (img[i], img[i].flip(-1)) for k in range(4)]
+        hits = [j for j, c in enumerate(cands) if torch.allclose(out[i], c, atol=1e-6)]
+        assert hits, f"object {i} is not an exact flip/rotation of its input"
+        seen.add(hits[0])
+    assert len(seen) == 8  # every element of the group is drawn
+
+
+def test_shifted_pixels_touching_a_mask_are_masked_not_noisy():
+    img = torch.ones(32, 1, 16, 16)
+    ivar = torch.ones_like(img)
+    ivar[:, :, :, 8] = 0
+    img[:, :, :, 8] = 0
+    cfg = AugmentConfig(rot90=False, flip=False, shift_px=0.5, image_noise=1.0)
+    out, oiv = augment_images(img, ivar, cfg, torch.Generator().manual_seed(0))
+    assert torch.all(out[oiv == 0] == 0)
+    assert out.abs().max() < 10  # no huge noise from tiny interpolated ivar at mask edges
+    assert (oiv == 0).sum() >= (ivar == 0).sum()

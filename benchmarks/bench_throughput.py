@@ -59,10 +59,10 @@ def bare_step(model_name: str, ds: SurveyDataset, batch: dict, steps: int) -> di
     torch.manual_seed(0)
     model = build_model(mcfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    img, flux, ivar = batch["image"], batch["spectrum"], batch["spectrum_ivar"]
+    img, flux, ivar, fscale = batch["image"], batch["spectrum"], batch["spectrum_ivar"], batch["spectrum_scale"]
 
     def step() -> None:
-        zi, zs, scale = model(img, flux, ivar)
+        zi, zs, scale = model(img, flux, ivar, fscale)
         loss = clip_loss(zi, zs, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -33,5 +33,7 @@ def test_embedding_metrics_handles_missing_modalities():
     spec = np.where(has_s[:, None], z, np.nan)
     m = embedding_metrics(z, spec, np.ones(50, bool), has_s, {"y": z[:, 0]})
     assert m["i2s_top1"] == 1.0 and m["s2i_top5"] == 1.0 and m["n_pairs"] == 40
-    assert m["chance_top1"] == 1 / 40
+    assert m["chance_top1"] == 1 / 40 and m["i2s_median_rank_frac"] == 0.0
+    shuffled = embedding_metrics(z, z[rng.permutation(50)], np.ones(50, bool), np.ones(50, bool), {})
+    assert 0.25 < shuffled["s2i_median_rank_frac"] < 0.75  # unrelated pairs: about half the pool
     assert "knn_y_r2_image" in m and "knn_y_r2_spectrum" in m

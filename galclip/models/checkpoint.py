@@ -79,6 +79,18 @@ def read_model_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+#: Architecture options added after checkpoints existed, with the value that reproduces the
+#: older architecture: a stored config that lacks one was made before it existed.
+LEGACY_SPECTRUM_DEFAULTS = {"use_flux_scale": False, "norm_groups": 8}
+
+
+def _with_legacy_defaults(model_config: dict) -> dict:
+    spectrum = model_config.get("spectrum")
+    if not isinstance(spectrum, dict):
+        return model_config
+    return {**model_config, "spectrum": {**LEGACY_SPECTRUM_DEFAULTS, **spectrum}}
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GalClip, ModelConfig]:
     """Rebuild the model from ``model.json`` and load ``model.safetensors`` (strict).
 
@@ -88,7 +100,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     weights = _weights_path(path)
     meta = read_model_meta(path)
     try:
-        cfg = from_dict(ModelConfig, meta["model_config"])
+        cfg = from_dict(ModelConfig, _with_legacy_defaults(meta["model_config"]))
     except (KeyError, ConfigError) as exc:
         raise InputFileError(weights.with_name(META_NAME), f"bad model_config ({exc})") from None
     if not weights.exists():

@@ -106,7 +106,7 @@ class ConvSpectrumTower(nn.Module):
         cin = 2
         for c in chans:
             layers += [nn.Conv1d(cin, c, sc.kernel_size, stride=2, padding=sc.kernel_size // 2),
-                       nn.GroupNorm(min(8, c), c), nn.GELU()]
+                       nn.GroupNorm(math.gcd(c, max(1, sc.norm_groups)), c), nn.GELU()]
             if sc.dropout > 0:
                 layers.append(nn.Dropout(sc.dropout))
             cin = c

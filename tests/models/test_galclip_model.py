@@ -161,3 +161,40 @@ def test_checkpoint_carries_preprocessing(tmp_path):
     assert got.image.size == 32 and got.image.softening == 5.0 and got.spectrum.downsample == 2
     kept = data_config_for(tmp_path / "c", DataConfig(path="x", prep_from_checkpoint=False))
     assert kept.image.size == 64 and kept.spectrum.downsample == 1
+
+
+def test_flux_scale_input_changes_spectrum_embedding_and_has_an_unknown_state():
+    torch.manual_seed(0)
+    m = build_model(_tiny()).eval()
+    assert m.flux_scale is not None  # on by default
+    flux, ivar = torch.randn(4, 100), torch.ones(4, 100)
+    with torch.no_grad():
+        bright = m.encode_spectrum(flux, ivar, torch.full((4,), 2.0))
+        faint = m.encode_spectrum(flux, ivar, torch.full((4,), 0.0))
+        unknown = m.encode_spectrum(flux, ivar, torch.full((4,), float("nan")))
+        nothing = m.encode_spectrum(flux, ivar)
+        mixed = m.encode_spectrum(flux, ivar, torch.tensor([2.0, float("nan"), 2.0, float("nan")]))
+    assert (bright - faint).abs().max() > 1e-3  # the brightness reaches the embedding
+    assert torch.isfinite(unknown).all() and torch.equal(unknown, nothing)
+    torch.testing.assert_close(mixed[::2], bright[::2])
+    torch.testing.assert_close(mixed[1::2], unknown[1::2])
+    off = build_model(_tiny(spectrum=dict(kind="conv1d", width=32, depth=3, use_flux_scale=False)))
+    assert off.flux_scale is None
+
+
+def test_checkpoint_from_before_the_new_spectrum_options_loads_as_it_was_made(tmp_path):
+    """model.json files without use_flux_scale/norm_groups rebuild the architecture they came from."""
+    cfg = _tiny(spectrum=dict(kind="conv1d", width=32, depth=3, use_flux_scale=False, norm_groups=8))
+    torch.manual_seed(0)
+    old = build_model(cfg).eval()
+    save_checkpoint(old, cfg, tmp_path / "old")
+    meta_path = tmp_path / "old" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    for key in ("use_flux_scale", "norm_groups"):
+        del meta["model_config"]["spectrum"][key]
+    meta_path.write_text(json.dumps(meta))
+    again, cfg2 = load_model(tmp_path / "old")
+    assert cfg2.spectrum.norm_groups == 8 and not cfg2.spectrum.use_flux_scale
+    flux, ivar = torch.randn(2, 100), torch.ones(2, 100)
+    with torch.no_grad():
+        assert torch.equal(again.encode_spectrum(flux, ivar), old.encode_spectrum(flux, ivar))

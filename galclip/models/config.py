@@ -48,12 +48,12 @@ class SpectrumTowerConfig:
         patch_size, patch_stride: spectral patches (stride < size → overlap).
         kernel_size: conv kernel (conv1d).
         norm_groups: GroupNorm groups of the conv1d stages (a divisor of the channel count
-            is used). 1 normalises each spectrum's feature map as a whole and keeps the
-            relative level and amplitude of the channels, where a smooth continuum's colour
-            lives; one group per channel (the old value, 8) normalises them away after the
-            first layer. Measured on the simulated survey (``compact``, 250 steps): top-5
-            image→spectrum retrieval 48% with 1 group against 10–16% with 8. Checkpoints
-            made before this option existed load with 8.
+            is used). 1 normalises each spectrum's feature map as a whole, keeping the
+            relative level and spread of the channels; one group per channel (the old value,
+            8) normalises every channel separately. Measured on the simulated survey
+            (``compact``, 250 steps, with the flux scale): image→spectrum top-5 retrieval 48%
+            with 1 group against 10–16% with 8. Checkpoints made before this option existed
+            load with 8.
         dropout: dropout inside the encoder.
         use_flux_scale: also feed log10 of the spectrum's flux normalisation (the
             ``spectrum_scale`` batch key). Spectra are normalised so the tower sees shape,

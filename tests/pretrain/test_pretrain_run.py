@@ -141,3 +141,4 @@ def test_streaming_data_path_runs(tiny_dataset, tmp_path):
     cfg = _cfg(tiny_dataset, tmp_path / "stream", steps=4, cache="stream", num_workers=0)
     m = run_pretrain(cfg)
     assert m["data_mode"] == "stream" and m["steps"] == 4
+

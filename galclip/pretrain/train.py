@@ -133,10 +133,12 @@ class SafeCheckpoint(Callback):
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every = path, every
         self.saved_at = -1
+        self.seconds = 0.0  # time spent writing checkpoints (reported apart from throughput)
 
     def _save(self, trainer: pl.Trainer, module: PretrainModule) -> None:
         if module.batches_seen == self.saved_at:
             return
+        t0 = time.perf_counter()
         bad = [n for n, p in module.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise GalclipError(f"weights became non-finite ({bad[0]}) at step {module.batches_seen}; "
@@ -147,6 +149,7 @@ class SafeCheckpoint(Callback):
             os.replace(tmp, self.path)
         trainer.strategy.barrier("galclip-ckpt")
         self.saved_at = module.batches_seen
+        self.seconds += time.perf_counter() - t0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.every > 0 and pl_module.batches_seen % self.every == 0:
@@ -157,31 +160,39 @@ class SafeCheckpoint(Callback):
 
 
 class Throughput(Callback):
-    """Training wall time excluding validation → pairs per second, and the data-wait share.
+    """Steady-state training throughput: wall time from the end of the first step to the end
+    of the last, excluding validation and checkpoint writes → pairs per second, and the
+    data-wait share.
 
-    ``data_wait`` is the time between the end of one training step and the start of the
-    next (batch fetch + Lightning bookkeeping): the time the training core is not computing.
+    The first step (lazy initialisation, optimiser state allocation) is left out, as a
+    benchmark's warm-up would be. ``data_wait`` is the time between the end of one training
+    step and the start of the next (batch fetch + Lightning bookkeeping): the time the
+    training core is not computing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoint: SafeCheckpoint | None = None) -> None:
+        self.checkpoint = checkpoint
         self.data_wait = 0.0
-        self._end = None
+        self._end: float | None = None
         self.t0 = 0.0
         self.val_time = 0.0
         self._v0 = 0.0
+        self.ckpt_time = 0.0
         self.train_time = 0.0
         self.batches = 0
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.t0 = time.perf_counter()
-        self.start_batches = pl_module.batches_seen
+        self.start_batches = 0
+        self._ckpt0 = 0.0
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        now = time.perf_counter()
-        self.data_wait += now - (self._end if self._end is not None else self.t0)
+        if self._end is not None:
+            self.data_wait += time.perf_counter() - self._end
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._end = time.perf_counter()
+        if not self.t0:  # the clock starts after the first (warm-up) step
+            self.t0 = self._end
+            self.start_batches = pl_module.batches_seen
+            self._ckpt0 = self.checkpoint.seconds if self.checkpoint else 0.0
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._v0 = time.perf_counter()
@@ -191,8 +202,10 @@ class Throughput(Callback):
         self._end = time.perf_counter()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.train_time = time.perf_counter() - self.t0 - self.val_time
-        self.batches = pl_module.batches_seen - self.start_batches
+        if self.t0 and self._end is not None:
+            self.ckpt_time = (self.checkpoint.seconds - self._ckpt0) if self.checkpoint else 0.0
+            self.train_time = self._end - self.t0 - self.val_time - self.ckpt_time
+            self.batches = pl_module.batches_seen - self.start_batches
 
 
 def _split(n: int, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -289,8 +302,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     logs = [CSVLogger(str(out / "logs"), name="csv"), TensorBoardLogger(str(out / "logs"), name="tb")]
     ckpt_path = out / "resume" / "last.ckpt"
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    timer = Throughput()
-    callbacks: list[Callback] = [SafeCheckpoint(ckpt_path, tc.checkpoint_every), timer]
+    saver = SafeCheckpoint(ckpt_path, tc.checkpoint_every)
+    timer = Throughput(saver)
+    callbacks: list[Callback] = [saver, timer]
     if cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     trainer = pl.Trainer(accelerator=accel, devices=_devices(tc.devices), num_nodes=tc.num_nodes, strategy=strategy,
@@ -346,6 +360,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     pairs = timer.batches * tc.batch_size
     metrics.update({"steps": int(module.batches_seen), "skipped_steps": int(module.skipped_steps),
                     "resumed_from_step": start, "train_seconds": timer.train_time, "fit_seconds": fit_time,
+                    "checkpoint_seconds": saver.seconds,
                     "objects_per_second": pairs / timer.train_time if timer.train_time > 0 else float("nan"),
                     "data_wait_fraction": timer.data_wait / timer.train_time if timer.train_time > 0 else float("nan"),
                     "paired_fraction": float(np.mean(full.column("has_spectrum")[train_idx]

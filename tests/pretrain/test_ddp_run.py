@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -31,6 +32,12 @@ SETTINGS = {"model": "tiny", "seed": 5, "progress": False, "data.image.size": 32
             "train.batch_size": 8, "train.checkpoint_every": 0, "train.val_fraction": 0.25, "train.log_every": 1,
             "optim.warmup_steps": 2, "optim.lr": 3e-3, "loss.ssl_image_weight": 0.5,
             **{f"augment.{k}": v for k, v in NO_AUG.items()}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _single(data, out) -> None:
@@ -53,7 +60,7 @@ def test_two_rank_ddp_run_matches_single_process(tiny_dataset, tmp_path):
            "train.strategy=ddp", "train.devices=2", "train.accelerator=cpu", "train.threads=1", *overrides]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE",
                                                                    "MASTER_", "RANK"))}
-    env["MASTER_PORT"] = str(29500 + os.getpid() % 1000)
+    env["MASTER_PORT"] = str(_free_port())
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

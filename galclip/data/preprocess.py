@@ -47,6 +47,10 @@ class SpectrumPrep:
         rest_wave_min, rest_wave_max, n_rest: rest-frame grid (log-linear).
         downsample: average this many adjacent pixels (ivar-weighted) to cut compute.
         clip: clip normalised flux to ``±clip``.
+        flux_calibrated: the spectra are in physical flux units (1e-17 erg/s/cm²/Å), so
+            the normalisation is a brightness the model may use. Set false for spectra that
+            are continuum-normalised or not flux calibrated: their scale is then reported as
+            unknown (NaN) and models use their learned "unknown" state.
     """
 
     rest_frame: bool = False
@@ -55,6 +59,7 @@ class SpectrumPrep:
     n_rest: int = 2048
     downsample: int = 1
     clip: float = 50.0
+    flux_calibrated: bool = True
 
 
 def robust_band_scale(image: np.ndarray, ivar: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,7 +236,7 @@ def prepare_spectrum(
     flux, ivar = downsample_spectrum(flux, ivar, cfg.downsample)
     flux, ivar, norm = normalise_spectrum(flux, ivar)
     flux = np.clip(flux, -cfg.clip, cfg.clip)
-    return flux, ivar, _log_scale(norm, flux, ivar)
+    return flux, ivar, _log_scale(norm, flux, ivar) if cfg.flux_calibrated else float("nan")
 
 
 def _log_scale(norm: float, flux: np.ndarray, ivar: np.ndarray) -> float:

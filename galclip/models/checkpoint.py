@@ -150,6 +150,8 @@ def data_config_for(path: str | Path, data: Any) -> Any:
         return data
     image = from_dict(ImagePrep, prep.get("image", {}))
     spectrum = from_dict(SpectrumPrep, prep.get("spectrum", {}))
+    # whether spectra are flux calibrated describes the data, not the model: the caller's wins
+    spectrum = dataclasses.replace(spectrum, flux_calibrated=data.spectrum.flux_calibrated)
     if (image, spectrum) != (data.image, data.spectrum):
         log.info("using the checkpoint's preprocessing (image %s, spectrum %s)", image, spectrum)
     return dataclasses.replace(data, image=image, spectrum=spectrum)

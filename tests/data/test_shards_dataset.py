@@ -54,8 +54,14 @@ def test_dataset_items_and_missing_modalities(tiny_dataset):
     assert it["has_image"] and not it["has_spectrum"]
     assert it["image"].shape == (2, 64, 64)  # 32-px cutout padded to the configured size
     assert torch.all(it["spectrum"] == 0) and torch.all(it["spectrum_ivar"] == 0)
+    assert np.isnan(it["spectrum_scale"])  # no spectrum, no flux scale
     it = ds[0]
     assert it["has_spectrum"] and it["labels"][0] == 1.0 and it["object_id"] == "obj000"
+    # the brightness the normalisation removed: log10 of the median flux (≈ 5e-17 here)
+    assert abs(it["spectrum_scale"] - np.log10(5.0)) < 0.05
+    uncal = DataConfig(path=str(tiny_dataset))
+    uncal.spectrum.flux_calibrated = False
+    assert np.isnan(SurveyDataset(uncal)[0]["spectrum_scale"])
     batch = collate([ds[i] for i in range(6)])
     assert batch["image"].shape == (6, 2, 64, 64) and batch["has_spectrum"].dtype == torch.bool
     assert batch["object_id"][5] == "obj005"

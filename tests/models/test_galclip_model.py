@@ -161,6 +161,11 @@ def test_checkpoint_carries_preprocessing(tmp_path):
     assert got.image.size == 32 and got.image.softening == 5.0 and got.spectrum.downsample == 2
     kept = data_config_for(tmp_path / "c", DataConfig(path="x", prep_from_checkpoint=False))
     assert kept.image.size == 64 and kept.spectrum.downsample == 1
+    # flux calibration is a property of the new data, not of the model's preprocessing
+    uncal = DataConfig(path="x")
+    uncal.spectrum.flux_calibrated = False
+    got = data_config_for(tmp_path / "c", uncal)
+    assert got.spectrum.downsample == 2 and got.spectrum.flux_calibrated is False
 
 
 def test_flux_scale_input_changes_spectrum_embedding_and_has_an_unknown_state():

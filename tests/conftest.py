@@ -54,3 +54,21 @@ def tiny_dataset(tmp_path: Path) -> Path:
                    has_spectrum=i % 5 != 4, merger=int(i % 4 == 0), merger_stage=i % 5, redshift=z))
     w.close()
     return tmp_path / "tiny"
+
+
+@pytest.fixture
+def tabular_survey(tmp_path: Path) -> Path:
+    """A 32-row image + catalogue survey (2 bands, 32 px; ``mass`` tracks the image, one ``sfr`` NaN), no spectra."""
+    from galclip.data.shards import ShardWriter
+
+    rng = np.random.default_rng(0)
+    w = ShardWriter(tmp_path / "tab", ["g", "r"], 32, None, label_columns=["merger"],
+                    tabular_columns=["mass", "sfr"], shard_size=50, provenance={"source": "test"})
+    for i in range(32):
+        img = rng.normal(0, 1, (2, 32, 32)).astype(np.float32)
+        img[:, 12:20, 12:20] += i % 5
+        w.add(dict(object_id=f"t{i}", ra=1.0, dec=2.0, z=0.1, image_array=img, image_ivar=np.ones_like(img),
+                   has_spectrum=False, merger=i % 2,
+                   tabular={"mass": 10 + i % 5 + rng.normal(0, 0.1), "sfr": np.nan if i == 3 else rng.normal()}))
+    w.close()
+    return tmp_path / "tab"

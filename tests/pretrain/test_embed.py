@@ -76,21 +76,11 @@ def test_write_read_and_bad_file(tmp_path):
         read_embeddings(tmp_path / "bad.h5")
 
 
-def test_embed_with_tabular_second_tower(tmp_path):
+def test_embed_with_tabular_second_tower(tabular_survey):
     """A model whose second tower is the tabular encoder embeds the catalogue row."""
-    from galclip.data.shards import ShardWriter
     from galclip.models.tabular import with_tabular_tower
 
-    rng = np.random.default_rng(0)
-    w = ShardWriter(tmp_path / "tab", ["g", "r"], 32, None, label_columns=["merger"],
-                    tabular_columns=["mass", "sfr"], shard_size=50, provenance={"source": "test"})
-    for i in range(30):
-        img = rng.normal(0, 1, (2, 32, 32)).astype(np.float32)
-        w.add(dict(object_id=f"t{i}", ra=1.0, dec=2.0, z=0.1, image_array=img, image_ivar=np.ones_like(img),
-                   has_spectrum=False, merger=i % 2,
-                   tabular={"mass": 10 + rng.normal(), "sfr": np.nan if i == 3 else rng.normal()}))
-    w.close()
-    data = DataConfig(path=str(tmp_path / "tab"))
+    data = DataConfig(path=str(tabular_survey))
     data.image.size = 32
     ds = SurveyDataset(data)
     table = np.stack([ds.column("mass"), ds.column("sfr")], axis=1)

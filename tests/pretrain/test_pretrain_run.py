@@ -115,19 +115,9 @@ def test_image_only_survey_pretrains_with_ssl(tmp_path):
     assert any("image" in k for k in before)
 
 
-def test_tabular_second_tower_pretrains(tmp_path):
+def test_tabular_second_tower_pretrains(tabular_survey, tmp_path):
     """spectrum.kind=tabular: catalogue columns take the spectrum's place (colleague's tower)."""
-    rng = np.random.default_rng(0)
-    w = ShardWriter(tmp_path / "tab", ["g", "r"], 32, None, label_columns=["merger"],
-                    tabular_columns=["mass", "sfr"], shard_size=50, provenance={"source": "test"})
-    for i in range(32):
-        img = rng.normal(0, 1, (2, 32, 32)).astype(np.float32)
-        img[:, 12:20, 12:20] += i % 5
-        w.add(dict(object_id=f"t{i}", ra=1.0, dec=2.0, z=0.1, image_array=img, image_ivar=np.ones_like(img),
-                   has_spectrum=False, merger=i % 2,
-                   tabular={"mass": 10 + i % 5 + rng.normal(0, 0.1), "sfr": np.nan if i == 3 else rng.normal()}))
-    w.close()
-    cfg = _cfg(tmp_path / "tab", tmp_path / "run", steps=3)
+    cfg = _cfg(tabular_survey, tmp_path / "run", steps=3)
     cfg.model_options = {"spectrum": {"kind": "tabular", "width": 16, "depth": 1, "heads": 2}}
     m = run_pretrain(cfg)
     assert m["steps"] == 3 and m["paired_fraction"] > 0.9

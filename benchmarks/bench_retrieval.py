@@ -22,25 +22,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.cross_decomposition import CCA
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from galclip.config import from_dict, read_yaml  # noqa: E402
-from galclip.data.dataset import DataConfig, SurveyDataset, collate  # noqa: E402
+from galclip.data.dataset import DataConfig, SurveyDataset  # noqa: E402
 from galclip.data.preprocess import log_grid  # noqa: E402
 from galclip.models.checkpoint import data_config_for, load_model  # noqa: E402
-from galclip.pretrain.metrics import retrieval_ranks  # noqa: E402
+from galclip.pretrain.embed import embed_dataset  # noqa: E402
+from galclip.pretrain.metrics import rank_summary, retrieval_ranks  # noqa: E402
 from galclip.pretrain.train import TrainConfig, _split  # noqa: E402
 
 WINDOWS = [(3900, 4500), (4500, 5500), (5500, 6900), (6900, 8400), (8400, 9100)]
-
-
-def _summary(rank: np.ndarray) -> dict[str, float]:
-    return {"top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
-            "median_rank_frac": float(np.median(rank) / rank.size)}
 
 
 def prepared_wave(ds: SurveyDataset) -> np.ndarray:
@@ -73,18 +68,6 @@ def photometry(ds: SurveyDataset, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.asarray(img_f).reshape(len(rows), -1), np.asarray(spec_f)
 
 
-@torch.no_grad()
-def embeddings(run: Path, ds: SurveyDataset, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    model, _ = load_model(run)
-    model.eval()
-    zi, zs = [], []
-    for a in range(0, rows.size, 256):
-        b = collate([ds[int(i)] for i in rows[a:a + 256]])
-        zi.append(model.encode_image(b["image"]).numpy())
-        zs.append(model.encode_spectrum(b["spectrum"], b["spectrum_ivar"], b["spectrum_scale"]).numpy())
-    return np.concatenate(zi), np.concatenate(zs)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, help="pretraining run folder (model + config.yaml)")
@@ -100,10 +83,12 @@ def main() -> None:
     paired = full.column("has_image") & full.column("has_spectrum")
     train_idx, val_idx = train_idx[paired[train_idx]], val_idx[paired[val_idx]]
 
-    zi, zs = embeddings(run, full, val_idx)
+    model, _ = load_model(run)
+    emb = embed_dataset(model, full.subset(val_idx), progress=False)
+    zi, zs = emb["image"], emb["spectrum"]
     result = {"run": str(run), "data": args.data, "n_pool": int(val_idx.size), "chance_top1": 1 / val_idx.size,
               "chance_top5": min(1.0, 5 / val_idx.size),
-              "galclip": {"i2s": _summary(retrieval_ranks(zi, zs)), "s2i": _summary(retrieval_ranks(zs, zi))}}
+              "galclip": {"i2s": rank_summary(retrieval_ranks(zi, zs)), "s2i": rank_summary(retrieval_ranks(zs, zi))}}
 
     # the classical baseline fits on (a sample of) the training rows, like the model did
     fit_rows = np.random.default_rng(0).permutation(train_idx)[:3000]
@@ -116,7 +101,7 @@ def main() -> None:
         d = ((q[:, None] - k[None]) ** 2).sum(-1)
         return (d < np.diag(d)[:, None]).sum(1)
 
-    result["photometry_cca"] = {"i2s": _summary(euclid_ranks(a, b)), "s2i": _summary(euclid_ranks(b, a))}
+    result["photometry_cca"] = {"i2s": rank_summary(euclid_ranks(a, b)), "s2i": rank_summary(euclid_ranks(b, a))}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

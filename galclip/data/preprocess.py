@@ -236,10 +236,10 @@ def prepare_spectrum(
     flux, ivar = downsample_spectrum(flux, ivar, cfg.downsample)
     flux, ivar, norm = normalise_spectrum(flux, ivar)
     flux = np.clip(flux, -cfg.clip, cfg.clip)
-    return flux, ivar, _log_scale(norm, flux, ivar) if cfg.flux_calibrated else float("nan")
+    return flux, ivar, _log_scale(norm, ivar) if cfg.flux_calibrated else float("nan")
 
 
-def _log_scale(norm: float, flux: np.ndarray, ivar: np.ndarray) -> float:
+def _log_scale(norm: float, ivar: np.ndarray) -> float:
     """log10 of a normalisation; NaN when too few good pixels set it (it is then a placeholder)."""
     if norm <= 0 or not np.isfinite(norm) or int((ivar > 0).sum()) < 4:
         return float("nan")

@@ -31,7 +31,9 @@ class FluxScaleEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(1, width), nn.GELU(), nn.Linear(width, width))
         self.unknown = nn.Parameter(torch.zeros(width))
 
-    def forward(self, log_scale: Tensor | None, n: int, like: Tensor) -> Tensor:
+    def forward(self, log_scale: Tensor | None, like: Tensor) -> Tensor:
+        """(N, width) vectors for the N rows of ``like`` (whose dtype they take)."""
+        n = like.shape[0]
         if log_scale is None:
             return self.unknown.to(like.dtype).expand(n, -1)
         s = log_scale.reshape(n, 1).to(like.dtype)
@@ -80,14 +82,14 @@ class GalClip(nn.Module):
         """(N, T, Fs) tower tokens (the flux-scale vector, if used, is added to each)."""
         tok = self.spectrum_encoder.tokens(flux, ivar)
         if self.flux_scale is not None:
-            tok = tok + self.flux_scale(scale, tok.shape[0], tok)[:, None]
+            tok = tok + self.flux_scale(scale, tok)[:, None]
         return tok
 
     def spectrum_features(self, flux: Tensor, ivar: Tensor | None, scale: Tensor | None = None) -> Tensor:
         """(N, Fs) pooled features before the projection head."""
         h = self.spectrum_encoder(flux, ivar)
         if self.flux_scale is not None:
-            h = h + self.flux_scale(scale, h.shape[0], h)
+            h = h + self.flux_scale(scale, h)
         return h
 
     def encode_spectrum(self, flux: Tensor, ivar: Tensor | None, scale: Tensor | None = None,

@@ -519,8 +519,9 @@ def second_tower_inputs(model: nn.Module, batch: Mapping[str, Any],
     The single place where pretraining and embedding pick the second modality: spectra
     (``spectrum``, ``spectrum_ivar``, ``spectrum_scale``, ``has_spectrum``) for spectrum
     towers; for the tabular tower the prepared catalogue row (``tabular`` named
-    ``tabular_names``, i.e. ``dataset.tabular_names``), no ivar or scale, and ``present`` = the row has at least one valid
-    value (all-missing rows still embed, but carry nothing to align with an image).
+    ``tabular_names``, i.e. ``dataset.tabular_names``), no ivar or scale, and ``present`` =
+    the row has at least one valid value (all-missing rows still embed, but carry nothing to
+    align with an image).
     """
     tower = getattr(model, "spectrum_encoder", None)
     if not isinstance(tower, TabularSecondTower):

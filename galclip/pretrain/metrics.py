@@ -20,6 +20,16 @@ def retrieval_topk(query: np.ndarray, keys: np.ndarray, ks: tuple[int, ...] = (1
     return {k: float((rank < k).mean()) for k in ks}
 
 
+def rank_summary(rank: np.ndarray) -> dict[str, float]:
+    """``top1``, ``top5`` and ``median_rank_frac`` of true-partner ranks within their pool.
+
+    The median rank as a fraction of the pool (0 perfect, ≈ 0.5 chance) is far less noisy
+    than top-1 on a pool of a few hundred.
+    """
+    return {"top1": float((rank < 1).mean()), "top5": float((rank < 5).mean()),
+            "median_rank_frac": float(np.median(rank) / rank.size)}
+
+
 def is_categorical(y: np.ndarray, max_classes: int = 20) -> bool:
     """Integer-valued columns with few distinct values are probed by accuracy, others by R²."""
     vals = np.unique(y)
@@ -52,12 +62,8 @@ def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.nda
     if both.sum() >= 2:
         zi, zs = image[both], spectrum[both]
         for name, q, kv in (("i2s", zi, zs), ("s2i", zs, zi)):
-            rank = retrieval_ranks(q, kv)
-            for k in (1, 5):
-                out[f"{name}_top{k}"] = float((rank < k).mean())
-            # median rank of the true partner as a fraction of the pool: 0 perfect, ~0.5 chance;
-            # far less noisy than top-1 on a pool of a few hundred
-            out[f"{name}_median_rank_frac"] = float(np.median(rank) / both.sum())
+            for key, value in rank_summary(retrieval_ranks(q, kv)).items():
+                out[f"{name}_{key}"] = value
         out["n_pairs"] = float(both.sum())
         out["chance_top1"] = 1.0 / float(both.sum())
         out["chance_top5"] = min(1.0, 5.0 / float(both.sum()))

@@ -341,9 +341,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         _write_outputs(cfg, out, dataset, results, pred_rows, budgets, yi, extra, final=False)
         log.info("budget %d seed %d done (%.0f s)", budget, seed, time.time() - t0)
 
+    extra["seconds"] = round(time.time() - t0, 1)
     report = _write_outputs(cfg, out, dataset, results, pred_rows, budgets, yi, extra, final=True)
-    report["seconds"] = round(time.time() - t0, 1)
-    atomic_write_json(out / "results.json", report)
     log.info("evaluation done in %.0f s → %s", time.time() - t0, out)
     return report
 

@@ -25,8 +25,7 @@ from galclip.data.dataset import DataConfig, SurveyDataset, collate
 from galclip.errors import ConfigError, InputFileError
 from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
 from galclip.models.galclip import GalClip
-from galclip.models.tabular import is_tabular_model, second_tower_inputs
-from galclip.models.tabular import TabularAsSpectrum
+from galclip.models.tabular import TabularAsSpectrum, is_tabular_model, second_tower_inputs
 from galclip.utils.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -107,17 +107,11 @@ def _wire(cfg: DemoConfig) -> None:
 
 
 def _embed(cfg: DemoConfig) -> Path:
-    """Embed the survey with the pretrained model (image, spectrum, joint)."""
-    from galclip.data.dataset import SurveyDataset
-    from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
-    from galclip.pretrain.embed import embed_dataset, write_embeddings
+    """Embed the survey with the pretrained model (image, spectrum, joint): ``galclip embed``."""
+    from galclip.pretrain.embed import EmbedConfig, run_embed
 
-    model, mcfg = load_model(cfg.pretrain.out)
-    ds = SurveyDataset(data_config_for(cfg.pretrain.out, DataConfig(path=cfg.simulate.out)))
-    arrays = embed_dataset(model, ds, batch_size=256)
-    meta = {"checkpoint_sha256": checkpoint_hash(cfg.pretrain.out), "model_name": mcfg.name,
-            "embed_dim": mcfg.embed_dim, "dataset": cfg.simulate.out}
-    return write_embeddings(Path(cfg.out) / "embeddings.h5", arrays, meta)
+    return run_embed(EmbedConfig(data=DataConfig(path=cfg.simulate.out), checkpoint=cfg.pretrain.out,
+                                 out=cfg.index.embeddings))
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:

@@ -34,11 +34,13 @@ import numpy as np
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.crossmatch import MatchResult, crossmatch, match_by_position
-from galclip.data.preprocess import crop_or_pad, log_grid, resample_spectrum, resize_area
+from galclip.data.morphology import MorphologyOptions, Stamp, measure_stamps, morphology_stamp
+from galclip.data.preprocess import crop_and_resize, crop_pixels, log_grid, resample_spectrum
 from galclip.data.readers.catalogs import Catalog, read_catalog
 from galclip.data.readers.images import FITS_SUFFIXES, JPEG_SUFFIXES, ImageRecord, read_fits_bands, read_image
 from galclip.data.readers.spectra import SpectrumRecord, read_spectrum_file
 from galclip.data.shards import ShardWriter, read_manifest
+from galclip.data.stamps import StampConfig, StampSource
 from galclip.errors import ConfigError, GalclipError, InputFileError
 from galclip.utils.io import atomic_write_json
 
@@ -83,8 +85,16 @@ class IngestConfig:
             groups ``id`` and ``band`` (e.g. ``(?P<id>.+)_(?P<band>[ugriz])\\.fits$``);
             ``image_bands`` then gives the band order.
         image_size: stored cutout size (pixels).
-        image_resize: ``"area"`` area-resamples the whole (square-cropped) field to
-            ``image_size``; ``"crop"`` centre-crops/pads without resampling.
+        image_crop: centre crop of the native cutout before resizing: ``"192px"``,
+            ``"76arcsec"`` (needs a pixel scale), a fraction of the field (``0.45``), or
+            ``""`` for the whole field. Cropping first keeps the galaxy large in the stored
+            image instead of shrinking the whole field.
+        image_resize: ``"area"`` antialiased (box-filter) resampling of the cropped square to
+            ``image_size``; ``"crop"`` centre-crops/pads to ``image_size`` without resampling.
+        pixel_scale: arcsec/pixel of cutouts whose files do not say (JPEG/PNG; e.g. 0.396
+            for SDSS, 0.262 for Legacy Survey); NaN = unknown. A file's WCS wins.
+        stamps: cut stamps from large survey images (with WCS) at catalogue positions
+            instead of reading cutouts (see :class:`galclip.data.stamps.StampConfig`).
         spectra: globs or directories of spectrum files (SDSS spec, DESI coadd/spectra, BOSS spPlate).
         keep_sky: keep DESI sky fibres (skipped by default).
         wave_min, wave_max, n_wave: common log-λ grid (Å) the spectra are resampled onto.
@@ -93,12 +103,11 @@ class IngestConfig:
         pair_radius_arcsec: positional pairing radius.
         labels: label catalogue (numeric label columns of the dataset).
         tabular: catalogue measurements stored as the tabular modality.
-        morphology: measure statmorph morphology into tabular ``morph_*`` columns.
-        morphology_band: band measured (``""`` = sum of all bands, as fine-tuning does).
-        morphology_size: cutouts larger than this are area-resampled to it before statmorph
-            (its cost grows with the pixel count; 0 = measure at the stored size).
+        morphology: measure statmorph morphology into tabular ``morph_*`` columns, on the
+            native pixels (not the resized network input).
+        morphology_options: band, native crop, binning, sky frame, segmentation, MID,
+            companions (:class:`galclip.data.morphology.MorphologyOptions`).
         morphology_n_jobs: processes for statmorph.
-        morphology_mid, morphology_sersic: also measure MID statistics / Sérsic index (slower).
         shard_size: rows per shard.
         resume: continue a killed ingest into ``out``.
         overwrite: replace an existing dataset in ``out``.
@@ -110,7 +119,10 @@ class IngestConfig:
     image_bands: list[str] | None = None
     image_group_regex: str = ""
     image_size: int = 64
+    image_crop: str = ""
     image_resize: str = "area"
+    pixel_scale: float = float("nan")
+    stamps: StampConfig | None = None
     spectra: list[str] = dataclasses.field(default_factory=list)
     keep_sky: bool = False
     wave_min: float = 3800.0
@@ -122,11 +134,8 @@ class IngestConfig:
     labels: CatalogJoin | None = None
     tabular: CatalogJoin | None = None
     morphology: bool = False
-    morphology_band: str = ""
-    morphology_size: int = 64
+    morphology_options: MorphologyOptions = dataclasses.field(default_factory=MorphologyOptions)
     morphology_n_jobs: int = 1
-    morphology_mid: bool = False
-    morphology_sersic: bool = False
     shard_size: int = 1024
     resume: bool = False
     overwrite: bool = False
@@ -412,48 +421,44 @@ def _plan_hash(rows: list[_Row], cfg: IngestConfig) -> str:
 
 # -- write -------------------------------------------------------------------------------
 
-def square_resize(image: np.ndarray, ivar: np.ndarray, size: int, mode: str = "area") -> tuple[np.ndarray, np.ndarray]:
-    """(B,H,W) → (B,size,size) keeping the full field (``area``) or centre-cropping (``crop``).
-
-    Area resampling averages the valid pixels only (a masked pixel does not drag its
-    neighbours to zero) and scales ivar by the number of input pixels per output pixel.
-    """
-    if mode == "crop":
-        return crop_or_pad(image, size), crop_or_pad(ivar, size)
-    if mode != "area":
-        raise ConfigError(f"image_resize must be area or crop, got {mode!r}")
-    h, w = image.shape[-2:]
-    s = min(h, w)
-    if h != w:
-        image = crop_or_pad(image, s)
-        ivar = crop_or_pad(ivar, s)
-    if s == size:
-        return image.astype(np.float32), ivar.astype(np.float32)
-    valid = (ivar > 0).astype(np.float32)
-    num = resize_area(image * valid, size)
-    frac = resize_area(valid, size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        img = np.where(frac > 0, num / np.where(frac > 0, frac, 1.0), 0.0)
-    n_in = (s / size) ** 2
-    iv = resize_area(ivar, size) * n_in
-    iv = np.where(frac > 0.5, iv, 0.0)
-    return img.astype(np.float32), iv.astype(np.float32)
-
-
 @functools.lru_cache(maxsize=4)
 def _cached_spectra(path: str, keep_sky: bool) -> tuple[SpectrumRecord, ...]:
     """Multi-object files are read once per run of consecutive rows, not once per fibre."""
     return tuple(read_spectrum_file(path, keep_sky=keep_sky)[0])
 
 
-def _materialise(row: _Row, cfg: IngestConfig, grid: np.ndarray | None, report: _Report) -> dict[str, Any] | None:
+def _image_columns(meta: _ImageMeta, cfg: IngestConfig, stamps: StampSource | None) -> dict[str, Any]:
+    """Stored image columns of one object: native read, centre crop, resize; plus the
+    native-pixel morphology stamp (kept only until morphology is measured)."""
+    rec = stamps.cut(meta.object_id) if stamps is not None else _read_unit(meta.files, cfg)
+    scale = rec.pixel_scale if np.isfinite(rec.pixel_scale) else float(cfg.pixel_scale)
+    try:
+        n = crop_pixels(cfg.image_crop, min(rec.image.shape[-2:]), scale)
+    except ValueError as exc:
+        raise ConfigError(f"{rec.path}: image_crop: {exc}") from None
+    img, iv = crop_and_resize(rec.image, rec.ivar, n, cfg.image_size, cfg.image_resize)
+    out = {S.IMAGE: img, S.IMAGE_IVAR: iv, S.HAS_IMAGE: True, S.IMAGE_PSF: rec.psf_fwhm,
+           S.IMAGE_SCALE: scale * n / cfg.image_size if cfg.image_resize == "area" else scale}
+    if stamps is not None:
+        out["stamp_flag"] = float(rec.flag)
+    if cfg.morphology:
+        try:
+            out[_STAMP_KEY] = morphology_stamp(rec.image, rec.ivar, cfg.morphology_options, rec.bands, scale)
+        except ValueError as exc:
+            raise ConfigError(f"{rec.path}: morphology: {exc}") from None
+    return out
+
+
+_STAMP_KEY = "_morphology_stamp"
+
+
+def _materialise(row: _Row, cfg: IngestConfig, grid: np.ndarray | None, report: _Report,
+                 stamps: StampSource | None = None) -> dict[str, Any] | None:
     out: dict[str, Any] = {S.OBJECT_ID: row.object_id, S.RA: row.ra, S.DEC: row.dec, S.Z: row.z,
                            S.HAS_IMAGE: False, S.HAS_SPECTRUM: False}
     if row.image is not None:
         try:
-            rec = _read_unit(row.image.files, cfg)
-            img, iv = square_resize(rec.image, rec.ivar, cfg.image_size, cfg.image_resize)
-            out.update({S.IMAGE: img, S.IMAGE_IVAR: iv, S.IMAGE_SCALE: _scaled_pixel(rec, cfg), S.HAS_IMAGE: True})
+            out.update(_image_columns(row.image, cfg, stamps))
         except InputFileError as exc:
             report.skip(exc)
     if row.spectrum is not None and grid is not None:
@@ -475,43 +480,29 @@ def _materialise(row: _Row, cfg: IngestConfig, grid: np.ndarray | None, report: 
     return out
 
 
-def _scaled_pixel(rec: ImageRecord, cfg: IngestConfig) -> float:
-    if not np.isfinite(rec.pixel_scale) or cfg.image_resize != "area":
-        return rec.pixel_scale
-    return float(rec.pixel_scale * min(rec.image.shape[-2:]) / cfg.image_size)
+def _check_morphology_band(opts: MorphologyOptions, bands: Sequence[str]) -> None:
+    if opts.band and opts.band.lower() not in [b.lower() for b in bands]:
+        raise ConfigError(f"morphology_options.band {opts.band!r} is not among the bands {list(bands)}")
 
 
-def _add_morphology(chunk: list[dict[str, Any]], cfg: IngestConfig, bands: Sequence[str]) -> int:
+def _stamp_metas(stamps: StampSource, report: _Report) -> tuple[list[_ImageMeta], tuple[str, ...]]:
+    """One image object per catalogue position that falls on the survey images."""
+    metas = []
+    for oid, ra, dec, files in stamps.plan(report.skip):
+        metas.append(_ImageMeta(files=files, object_id=oid, ra=ra, dec=dec, bands=tuple(stamps.bands)))
+    return metas, tuple(stamps.bands)
+
+
+def _add_morphology(chunk: list[dict[str, Any]], cfg: IngestConfig) -> int:
     """statmorph columns ``morph_*`` into each row's tabular dict; returns #failures."""
-    from galclip.data.morphology import morph_columns, morphology_table
-
-    cols = morph_columns(cfg.morphology_mid, cfg.morphology_sersic)
     idx = [i for i, r in enumerate(chunk) if r[S.HAS_IMAGE]]
+    stamps: list[Stamp | None] = [chunk[i].pop(_STAMP_KEY, None) for i in idx]
     if not idx:
         return 0
-    if cfg.morphology_band:
-        low = [b.lower() for b in bands]
-        if cfg.morphology_band.lower() not in low:
-            raise ConfigError(f"morphology_band {cfg.morphology_band!r} not among the bands {list(bands)}")
-        b = low.index(cfg.morphology_band.lower())
-        imgs = [chunk[i][S.IMAGE][b] for i in idx]
-        ivs = [chunk[i][S.IMAGE_IVAR][b] for i in idx]
-    else:
-        imgs, ivs = [], []
-        for i in idx:
-            imgs.append(chunk[i][S.IMAGE].sum(0))
-            iv = chunk[i][S.IMAGE_IVAR]
-            with np.errstate(divide="ignore"):
-                var = np.where(iv > 0, 1.0 / np.where(iv > 0, iv, 1.0), np.inf).sum(0)
-            ivs.append(np.where(np.isfinite(var) & (var > 0), 1.0 / var, 0.0))
-    if cfg.morphology_size and imgs and imgs[0].shape[-1] > cfg.morphology_size:
-        n_in = (imgs[0].shape[-1] / cfg.morphology_size) ** 2
-        imgs = [resize_area(a[None], cfg.morphology_size)[0] for a in imgs]
-        ivs = [resize_area(v[None], cfg.morphology_size)[0] * n_in for v in ivs]
-    table = morphology_table(imgs, ivs, n_jobs=cfg.morphology_n_jobs, sersic=cfg.morphology_sersic,
-                             mid=cfg.morphology_mid, progress=cfg.progress)
+    opts = cfg.morphology_options
+    table = measure_stamps(stamps, opts, n_jobs=cfg.morphology_n_jobs, progress=cfg.progress)
     for k, i in enumerate(idx):
-        chunk[i]["tabular"].update({f"morph_{c}": float(table[k, n]) for n, c in enumerate(cols)})
+        chunk[i]["tabular"].update({f"morph_{c}": float(table[k, n]) for n, c in enumerate(opts.columns())})
     return int(np.isnan(table[:, 0]).sum())
 
 
@@ -532,14 +523,24 @@ def run_ingest(cfg: IngestConfig) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    if not cfg.images and not cfg.spectra:
-        raise ConfigError("ingest needs images and/or spectra inputs")
+    if not cfg.images and not cfg.spectra and cfg.stamps is None:
+        raise ConfigError("ingest needs images, stamps and/or spectra inputs")
+    if cfg.images and cfg.stamps is not None:
+        raise ConfigError("give either images (cutout files) or stamps (survey images + positions), not both")
     if cfg.image_size < 8:
         raise ConfigError("image_size must be >= 8")
+    if cfg.image_resize not in ("area", "crop"):
+        raise ConfigError(f"image_resize must be area or crop, got {cfg.image_resize!r}")
     out = _prepare_out(cfg)
     _cached_spectra.cache_clear()  # files may have changed since an earlier ingest in this process
     report = _Report()
-    images, bands = _scan_images(cfg, report) if cfg.images else ([], ())
+    stamps = StampSource(cfg.stamps, cfg.image_bands) if cfg.stamps is not None else None
+    if stamps is not None:
+        images, bands = _stamp_metas(stamps, report)
+    else:
+        images, bands = _scan_images(cfg, report) if cfg.images else ([], ())
+    if cfg.morphology and images:
+        _check_morphology_band(cfg.morphology_options, bands)
     spectra = _scan_spectra(cfg, report) if cfg.spectra else []
     rows, pair_method = _pair(cfg, images, spectra)
     if not rows:
@@ -554,10 +555,10 @@ def run_ingest(cfg: IngestConfig) -> dict[str, Any]:
             raise ConfigError(f"label column {sorted(clash)[0]!r} clashes with a core column; rename it in labels.columns")
     if cfg.tabular is not None and cfg.tabular.path:
         tab_cols, joins["tabular"] = _join(rows, cfg.tabular, "tabular", report)
+    if stamps is not None:
+        label_cols.append("stamp_flag")
     if cfg.morphology and images:
-        from galclip.data.morphology import morph_columns
-
-        tab_cols += [f"morph_{c}" for c in morph_columns(cfg.morphology_mid, cfg.morphology_sersic)]
+        tab_cols += [f"morph_{c}" for c in cfg.morphology_options.columns()]
     grid = _grid(cfg) if spectra else None
     plan_hash = _plan_hash(rows, cfg)
     provenance = {"source": "galclip ingest", "config": to_dict(cfg), "plan_hash": plan_hash,
@@ -579,26 +580,27 @@ def run_ingest(cfg: IngestConfig) -> dict[str, Any]:
         chunk: list[dict[str, Any]] = []
         # one chunk = one shard: plan rows are consumed until a shard's worth is materialised
         while pos < len(rows) and len(chunk) < cfg.shard_size:
-            r = _materialise(rows[pos], cfg, grid, report)
+            r = _materialise(rows[pos], cfg, grid, report, stamps)
             pos += 1
             bar.update(1)
             if r is not None:
                 chunk.append(r)
         if cfg.morphology and chunk:
-            morph_failed += _add_morphology(chunk, cfg, bands)
+            morph_failed += _add_morphology(chunk, cfg)
         writer.provenance["plan_rows_done"] = pos
         writer.extend(chunk)
         writer.flush()
     bar.close()
     _cached_spectra.cache_clear()
     man = writer.close()
-    summary = _summarise(out, label_cols)
+    summary = _summarise(out, [c for c in label_cols if c != "stamp_flag"])
     report_obj = {
         "out": str(out), "rows": man.n_rows, **summary, "pairing": pair_method,
         "inputs": {"image_objects": len(images), "spectra": len(spectra)},
         "joins": joins, "bands": list(bands), "image_size": cfg.image_size if images else 0,
         "n_wave": 0 if grid is None else int(grid.size),
         "morphology_failed": morph_failed if cfg.morphology else None,
+        "stamps": stamps.summary() if stamps is not None else None,
         "skipped": report.skipped, "notes": report.notes, "duplicates": report.duplicates,
         "seconds": round(time.time() - t0, 2),
     }

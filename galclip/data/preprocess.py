@@ -104,10 +104,72 @@ def crop_or_pad(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def crop_pixels(spec: str | float | int | None, field: int, pixel_scale: float = float("nan")) -> int:
+    """Side in pixels of a centre crop given as pixels, arcsec or a fraction of the field.
+
+    ``spec``: ``"192px"`` or an integer > 1 (pixels), ``"76arcsec"`` / ``'76"'`` / ``"1.3arcmin"``
+    (needs ``pixel_scale`` in arcsec/px), a number in (0, 1] (fraction of ``field``), or
+    ``""``/0/``None`` for the whole field. Raises ``ValueError`` (one line, the reason) on
+    anything else, or on an angular size without a pixel scale.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return int(field)
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        value, unit = float(spec), ""
+    else:
+        text = str(spec).strip().lower().replace(" ", "")
+        for unit in ("arcsec", "arcmin", "px", '"', "'", ""):
+            if text.endswith(unit):
+                break
+        try:
+            value = float(text[:len(text) - len(unit)] if unit else text)
+        except ValueError:
+            raise ValueError(f"crop {spec!r}: expected e.g. '192px', '76arcsec' or a fraction like 0.45") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"crop {spec!r} must be a non-negative size")
+    if value == 0:
+        return int(field)
+    if unit in ("arcsec", '"', "arcmin", "'"):
+        if not (np.isfinite(pixel_scale) and pixel_scale > 0):
+            raise ValueError(f"crop {spec!r} is an angle but the pixel scale is unknown "
+                             "(set the pixel scale, or give the crop in px or as a fraction)")
+        arcsec = value * (60.0 if unit in ("arcmin", "'") else 1.0)
+        return max(1, int(round(arcsec / pixel_scale)))
+    if unit == "" and value <= 1.0:
+        return max(1, int(round(value * field)))
+    return max(1, int(round(value)))
+
+
 def resize_area(image: np.ndarray, size: int) -> np.ndarray:
     """Area-average resample (B,H,W) → (B,size,size); keeps surface brightness."""
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
     return F.interpolate(t, size=(size, size), mode="area")[0].numpy()
+
+
+def crop_and_resize(image: np.ndarray, ivar: np.ndarray, crop: int, size: int,
+                    mode: str = "area") -> tuple[np.ndarray, np.ndarray]:
+    """(B,H,W) → centre crop of ``crop`` px → (B,size,size) by antialiased area resampling.
+
+    ``mode="crop"`` skips the resampling (centre crop/pad to ``size``). Area resampling
+    averages the valid pixels only (a masked pixel does not drag its neighbours to zero)
+    and scales ivar by the number of input pixels per output pixel; pixels beyond the
+    field get ivar 0.
+    """
+    if mode == "crop":
+        return crop_or_pad(image, size), crop_or_pad(ivar, size)
+    if mode != "area":
+        raise ValueError(f"image_resize must be area or crop, got {mode!r}")
+    image, ivar = crop_or_pad(image, crop), crop_or_pad(ivar, crop)
+    if crop == size:
+        return image.astype(np.float32), ivar.astype(np.float32)
+    valid = (ivar > 0).astype(np.float32)
+    num = resize_area(image * valid, size)
+    frac = resize_area(valid, size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        img = np.where(frac > 0, num / np.where(frac > 0, frac, 1.0), 0.0)
+    iv = resize_area(ivar, size) * (crop / size) ** 2
+    iv = np.where(frac > 0.5, iv, 0.0)
+    return img.astype(np.float32), iv.astype(np.float32)
 
 
 def prepare_image(image: np.ndarray, ivar: np.ndarray | None, cfg: ImagePrep) -> tuple[np.ndarray, np.ndarray]:

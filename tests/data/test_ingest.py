@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from galclip.data.dataset import SurveyDataset
-from galclip.data.ingest import CatalogJoin, IngestConfig, run_ingest, square_resize
+from galclip.data.ingest import CatalogJoin, IngestConfig, run_ingest
+from galclip.data.morphology import MorphologyOptions
+from galclip.data.preprocess import crop_and_resize, crop_pixels
 from galclip.data.shards import read_manifest
 from galclip.errors import ConfigError, InputFileError
 from tests.conftest import shared_path
@@ -100,15 +102,47 @@ def test_nothing_usable_is_one_error(tmp_path):
         run_ingest(IngestConfig(out=str(tmp_path / "ds"), images=[str(tmp_path / "bad.jpeg")], progress=False))
 
 
-def test_square_resize_keeps_field_and_masks():
+def test_crop_and_resize_keeps_field_and_masks():
     img = np.ones((1, 40, 60), np.float32)
     img[0, :, :10] = 100  # outside the central square: cropped away
     ivar = np.ones_like(img)
     ivar[0, 20, 30] = 0
-    out, iv = square_resize(img, ivar, 10)
+    out, iv = crop_and_resize(img, ivar, crop_pixels("", 40), 10)
     assert out.shape == (1, 10, 10) and np.allclose(out, 1.0)
     assert iv[0, 0, 0] == pytest.approx(16.0)  # 4×4 input pixels per output pixel
     assert iv[0, 5, 5] == pytest.approx(15.0)
+
+
+def test_crop_spec_units_and_crop_then_resize():
+    assert crop_pixels("192px", 423) == 192 and crop_pixels(0.5, 400) == 200 and crop_pixels("", 423) == 423
+    assert crop_pixels("76arcsec", 423, 0.396) == 192 and crop_pixels("1arcmin", 400, 0.262) == 229
+    with pytest.raises(ValueError, match="pixel scale is unknown"):
+        crop_pixels("60arcsec", 400)
+    with pytest.raises(ValueError, match="expected e.g."):
+        crop_pixels("big", 400)
+    img = np.zeros((1, 90, 90), np.float32)
+    img[0, 30:60, 30:60] = 1.0  # a 30-px galaxy: the 30-px crop resized to 10 px fills the stamp
+    out, iv = crop_and_resize(img, np.ones_like(img), 30, 10)
+    assert np.allclose(out, 1.0) and iv[0, 0, 0] == pytest.approx(9.0)
+    pad, piv = crop_and_resize(img, np.ones_like(img), 120, 12)  # larger than the field: masked border
+    assert piv[0, 0, 0] == 0 and piv[0, 6, 6] > 0
+
+
+def test_ingest_crops_before_resizing_and_measures_native_pixels(tmp_path):
+    images = sorted(shared_path("gz1_dev", "images").glob("*.jpeg"))[:4]
+    opts = MorphologyOptions(band="r", crop="192px", size=64)
+    rep = run_ingest(IngestConfig(out=str(tmp_path / "gz"), images=[str(p) for p in images], image_size=48,
+                                  image_crop="0.5", pixel_scale=0.396, morphology=True, morphology_options=opts,
+                                  progress=False))
+    assert rep["rows"] == 4 and rep["morphology_failed"] == 0
+    ds = SurveyDataset(str(tmp_path / "gz"))
+    assert ds.raw_row(0)["image_array"].shape == (3, 48, 48)
+    assert ds.column("image_scale")[0] == pytest.approx(0.396 * 212 / 48)
+    for c in ("morph_multimode", "morph_n_companions", "morph_shape_asymmetry"):
+        assert np.isfinite(ds.column(c)).all()
+    with pytest.raises(ConfigError, match="not among the bands"):
+        run_ingest(IngestConfig(out=str(tmp_path / "g2"), images=[str(images[0])], morphology=True,
+                                morphology_options=MorphologyOptions(band="u"), progress=False))
 
 
 def test_real_gz1_subset(tmp_path):

@@ -37,6 +37,9 @@ class ImageRecord:
         ra, dec: cutout centre from the WCS (degrees), NaN without one.
         object_id: file stem unless the caller sets one.
         path: source file(s), ``;``-separated for one-file-per-band cutouts.
+        psf_fwhm: PSF FWHM per band (arcsec), NaN when unknown.
+        flag: quality bits of a stamp cut from a survey image (:mod:`galclip.data.stamps`):
+            1 = partly off the image edge, 2 = masked pixels near the centre.
     """
 
     image: np.ndarray
@@ -47,6 +50,8 @@ class ImageRecord:
     dec: float = float("nan")
     object_id: str = ""
     path: str = ""
+    psf_fwhm: np.ndarray | float = float("nan")
+    flag: int = 0
 
 
 # -- JPEG / PNG ------------------------------------------------------------------------------
@@ -113,6 +118,18 @@ def _wcs_info(header: Any) -> tuple[float, float, float]:
                 scale = v
                 break
     return scale, ra, dec
+
+
+_PSF_KEYS = ("PSF_FWHM", "PSFFWHM", "SEEING", "FWHM")
+
+
+def _psf_fwhm(header: Any) -> float:
+    """PSF FWHM in arcsec from common header keywords; NaN when absent."""
+    for key in _PSF_KEYS:
+        v = header_float(header, key)
+        if np.isfinite(v) and v > 0:
+            return v
+    return float("nan")
 
 
 def _header_bands(header: Any, n: int) -> list[str] | None:
@@ -234,7 +251,7 @@ def read_fits_image(path: str | Path, bands: Sequence[str] | None = None) -> Ima
     img, ivar = _finish(path, img, ivar)
     scale, ra, dec = _wcs_info(header)
     return ImageRecord(image=img, ivar=ivar, bands=names, pixel_scale=scale, ra=ra, dec=dec,
-                       object_id=path.stem, path=str(path))
+                       object_id=path.stem, path=str(path), psf_fwhm=np.full(len(names), _psf_fwhm(header)))
 
 
 def read_fits_bands(paths: Sequence[str | Path], bands: Sequence[str] | None = None) -> ImageRecord:
@@ -247,7 +264,7 @@ def read_fits_bands(paths: Sequence[str | Path], bands: Sequence[str] | None = N
         raise InputFileError("<none>", "no band files given")
     if bands is not None and len(bands) != len(paths):
         raise InputFileError(paths[0], f"{len(paths)} band files but {len(bands)} band names")
-    planes, ivars, names = [], [], []
+    planes, ivars, names, psf = [], [], [], []
     scale = ra = dec = float("nan")
     for i, p in enumerate(paths):
         img, ivar, header = _read_fits_planes(p)
@@ -262,13 +279,14 @@ def read_fits_bands(paths: Sequence[str | Path], bands: Sequence[str] | None = N
         planes.append(img)
         ivars.append(np.ones_like(img) if ivar is None else ivar)
         names.append(str(name))
+        psf.append(_psf_fwhm(header))
         if i == 0:
             scale, ra, dec = _wcs_info(header)
     if len(set(n.lower() for n in names)) != len(names):
         raise InputFileError(paths[0], f"duplicate band names {names}")
     img, iv = _finish(paths[0], np.concatenate(planes), np.concatenate(ivars))
     return ImageRecord(image=img, ivar=iv, bands=names, pixel_scale=scale, ra=ra, dec=dec,
-                       object_id=paths[0].stem, path=";".join(str(p) for p in paths))
+                       object_id=paths[0].stem, path=";".join(str(p) for p in paths), psf_fwhm=np.asarray(psf))
 
 
 def read_image(path: str | Path | Sequence[str | Path], bands: Sequence[str] | None = None) -> ImageRecord:

@@ -49,6 +49,9 @@ MID_COLUMNS: tuple[str, ...] = ("multimode", "intensity", "deviation")
 #: Close-companion statistics: neighbours within ``companion_radius`` Petrosian radii,
 #: the brightest one's flux ratio to the central galaxy and its separation (Petrosian radii).
 COMPANION_COLUMNS: tuple[str, ...] = ("n_companions", "companion_flux_ratio", "companion_separation")
+#: Companions fainter than this flux ratio are not counted in ``n_companions`` (1:10 is the
+#: conventional minor-merger bound; fainter neighbours are mostly background galaxies).
+MIN_COMPANION_RATIO = 0.1
 #: Sérsic index (a 2-D model fit per galaxy; slow).
 SERSIC_COLUMNS: tuple[str, ...] = ("sersic_n",)
 #: Every column this module can produce (for code that selects morphology columns by name).
@@ -267,7 +270,7 @@ def _companions(stamp: Stamp, seg: Any, smooth: np.ndarray, label: int, rpetro: 
 
     npix = max(3, int(round(opts.npixels / stamp.binning**2)))
     try:
-        deb = deblend_sources(smooth, seg, npix, labels=[label], n_levels=32, contrast=0.01,
+        deb = deblend_sources(smooth, seg, npix, labels=[label], n_levels=32, contrast=0.05,
                               progress_bar=False)
     except Exception:  # deblending can fail on tiny or flat segments: keep the segment whole
         deb = seg
@@ -283,11 +286,12 @@ def _companions(stamp: Stamp, seg: Any, smooth: np.ndarray, label: int, rpetro: 
     k_main = int(np.argmax(np.where(near, flux, -np.inf)))
     sep = np.hypot(*(xy - xy[k_main]).T) / max(rpetro, 1e-3)
     comp = (np.arange(len(flux)) != k_main) & (sep <= opts.companion_radius) & (flux > 0)
-    out = {"n_companions": float(comp.sum()), "companion_flux_ratio": 0.0,
+    ratio = flux / flux[k_main] if flux[k_main] > 0 else np.zeros_like(flux)
+    out = {"n_companions": float((comp & (ratio >= MIN_COMPANION_RATIO)).sum()), "companion_flux_ratio": 0.0,
            "companion_separation": float(opts.companion_radius)}
     if comp.any() and flux[k_main] > 0:
         j = int(np.argmax(np.where(comp, flux, -np.inf)))
-        out["companion_flux_ratio"] = float(flux[j] / flux[k_main])
+        out["companion_flux_ratio"] = float(ratio[j])
         out["companion_separation"] = float(sep[j])
     return out
 

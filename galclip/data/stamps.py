@@ -177,7 +177,7 @@ class StampSource:
         ref = _cutout(tile, 0, ra, dec, self.cfg.size_arcsec, None)
         planes, ivars, psf = [ref[0]], [ref[1]], [ref[3]]
         for b in range(1, len(tile.bands)):
-            img, iv, _, p = _cutout(tile, b, ra, dec, self.cfg.size_arcsec, ref[2])
+            img, iv, _, p, _ = _cutout(tile, b, ra, dec, self.cfg.size_arcsec, ref[2])
             planes.append(img)
             ivars.append(iv)
             psf.append(p)

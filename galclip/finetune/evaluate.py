@@ -283,9 +283,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         if not tab_names:
             tab = None
     # the classical baseline uses the morphology statistics only (not other catalogue columns)
-    from galclip.data.morphology import MORPH_COLUMNS
+    from galclip.data.morphology import ALL_COLUMNS
 
-    morph_cols = [j for j, c in enumerate(tab_names) if c in MORPH_COLUMNS and c != "flag"]
+    morph_cols = [j for j, c in enumerate(tab_names) if c in ALL_COLUMNS and c != "flag"]
     methods = [m for m in _head_methods(cfg, has_spec, tab is not None, "image_ssl" in store) if m.name in wanted]
     images = torch.cat([b["image"] for b in rows()]) if "cnn_scratch" in wanted else None
 

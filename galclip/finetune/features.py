@@ -186,9 +186,9 @@ def morphology_features(dataset: SurveyDataset, cache_dir: str | Path | None = N
     """
     from tqdm.auto import tqdm
 
-    from galclip.data.morphology import MORPH_COLUMNS, morphology_table
+    from galclip.data.morphology import ALL_COLUMNS, MorphologyOptions, morphology_table
 
-    names = [c for c in MORPH_COLUMNS if c != "flag"]
+    names = [c for c in ALL_COLUMNS if c != "flag"]
     stored = list(dataset.tabular_names)
     found = {}
     for c in names:
@@ -214,9 +214,11 @@ def morphology_features(dataset: SurveyDataset, cache_dir: str | Path | None = N
             var = np.where(iv > 0, 1.0 / np.where(iv > 0, iv, 1.0), 0.0).sum(0)
         ivars.append(np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0))
         has.append(bool(it["has_image"]))
-    table = morphology_table(np.stack(images), np.stack(ivars), n_jobs=n_jobs, progress=progress)
+    opts = MorphologyOptions()
+    table = morphology_table(np.stack(images), np.stack(ivars), opts, n_jobs=n_jobs, progress=progress)
     table[~np.asarray(has)] = np.nan
-    allc = list(MORPH_COLUMNS)
+    allc = list(opts.columns())
+    names = [c for c in allc if c != "flag"]
     keep = [allc.index(c) for c in names]
     table = table[:, keep]
     if cache is not None:

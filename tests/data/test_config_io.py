@@ -64,7 +64,8 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
         load_config(_Cfg, tmp_path / "none.yaml")
 
 
-@pytest.mark.parametrize("name", ["ingest.yaml", "ingest_gz1.yaml", "ingest_spectra.yaml"])
+@pytest.mark.parametrize("name", ["ingest.yaml", "ingest_gz1.yaml", "ingest_spectra.yaml", "ingest_sdss_jpeg.yaml",
+                                  "ingest_legacy_survey.yaml", "ingest_fits.yaml", "ingest_survey_images.yaml"])
 def test_shipped_ingest_configs_parse(name):
     from tests.conftest import ROOT
 

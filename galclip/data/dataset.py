@@ -163,6 +163,9 @@ def _read_sel(h5: h5py.File, sel: Any, n: int, label_columns: Sequence[str],
     if S.IMAGE in h5:
         put(S.IMAGE, h5[S.IMAGE][sel])
         put(S.IMAGE_IVAR, h5[S.IMAGE_IVAR][sel])
+        scale = _small_column(h5, S.IMAGE_SCALE)
+        if scale is not None:
+            put(S.IMAGE_SCALE, scale[sel])
     if S.SPEC_FLUX in h5:
         put(S.SPEC_FLUX, h5[S.SPEC_FLUX][sel])
         put(S.SPEC_IVAR, h5[S.SPEC_IVAR][sel])
@@ -223,7 +226,7 @@ def make_item(row: dict[str, Any], index: int, mk: _ItemMaker) -> dict[str, Any]
     }
     has_img = bool(row.get(S.HAS_IMAGE, False)) and mk.n_bands > 0
     if has_img:
-        img, ivar = prepare_image(row[S.IMAGE], row[S.IMAGE_IVAR], cfg.image)
+        img, ivar = prepare_image(row[S.IMAGE], row[S.IMAGE_IVAR], cfg.image, float(row.get(S.IMAGE_SCALE, np.nan)))
     else:
         img = np.zeros((max(mk.n_bands, 1), size, size), np.float32)
         ivar = np.zeros_like(img)

@@ -24,13 +24,17 @@ class ImagePrep:
 
     Attributes:
         size: output cutout size (pixels); larger inputs are centre-cropped, smaller padded.
-        resize_from: if > 0, first resample the cutout to this size (area average) — for
+        crop: centre crop of the stored cutout applied first: ``"96px"``, ``"40arcsec"``
+            (uses the row's pixel scale), a fraction (``0.5``) or ``""`` for none. With
+            ``resize_from = size`` the crop is then resampled to the output size.
+        resize_from: if > 0, resample the (cropped) cutout to this size (area average) — for
             inputs much larger than ``size`` such as 423-px JPEGs, so the field of view is kept.
         softening: arcsinh softening in noise units (larger = more linear).
         clip: clip stretched values to ``±clip``.
     """
 
     size: int = 64
+    crop: str = ""
     resize_from: int = 0
     softening: float = 3.0
     clip: float = 10.0
@@ -172,9 +176,13 @@ def crop_and_resize(image: np.ndarray, ivar: np.ndarray, crop: int, size: int,
     return img.astype(np.float32), iv.astype(np.float32)
 
 
-def prepare_image(image: np.ndarray, ivar: np.ndarray | None, cfg: ImagePrep) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-unit scaling then resize/crop; returns ``(image, ivar)`` at ``cfg.size``."""
+def prepare_image(image: np.ndarray, ivar: np.ndarray | None, cfg: ImagePrep,
+                  pixel_scale: float = float("nan")) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-unit scaling, centre crop, resize, crop/pad; returns ``(image, ivar)`` at ``cfg.size``."""
     scaled, sivar, valid = robust_band_scale(image, ivar)
+    if cfg.crop:
+        n = crop_pixels(cfg.crop, min(scaled.shape[-2:]), pixel_scale)
+        scaled, sivar = crop_or_pad(scaled, n), crop_or_pad(sivar, n)
     if cfg.resize_from and scaled.shape[-1] != cfg.resize_from:
         factor = (scaled.shape[-1] / cfg.resize_from) ** 2
         scaled = resize_area(scaled, cfg.resize_from)

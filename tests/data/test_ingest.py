@@ -187,3 +187,21 @@ def test_one_file_per_band_grouping(tmp_path):
     raw = SurveyDataset(str(tmp_path / "ds")).raw_row(1)
     assert raw["object_id"] == "b2" and raw["image_array"].shape == (2, 12, 12)
     assert raw["image_array"][1].mean() == 2.0
+
+
+def test_dataset_reader_crops_by_angle_with_the_row_pixel_scale(tmp_path):
+    from galclip.data.dataset import DataConfig
+    from galclip.data.preprocess import ImagePrep
+
+    img = tmp_path / "img"
+    img.mkdir()
+    make_fits_cube(img / "cut0.fits", ra=150.0, dec=2.0, size=32)
+    run_ingest(IngestConfig(out=str(tmp_path / "ds"), images=[str(img)], image_size=32, progress=False))
+    full = SurveyDataset(DataConfig(path=str(tmp_path / "ds"), image=ImagePrep(size=32)))
+    scale = float(full.column("image_scale")[0])
+    assert np.isfinite(scale)
+    prep = ImagePrep(size=8, crop=f"{16 * scale}arcsec", resize_from=8)
+    ds = SurveyDataset(DataConfig(path=str(tmp_path / "ds"), image=prep))
+    x = ds[0]["image"].numpy()
+    ref = full[0]["image"].numpy()  # noise units of the whole stamp; crop 16 px → 2×2 area means
+    np.testing.assert_allclose(x, ref[:, 8:24, 8:24].reshape(-1, 8, 2, 8, 2).mean((2, 4)), atol=1e-4)

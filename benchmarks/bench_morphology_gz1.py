@@ -34,11 +34,9 @@ from galclip.data.dataset import SurveyDataset  # noqa: E402
 from galclip.data.ingest import IngestConfig, run_ingest  # noqa: E402
 from galclip.finetune.baselines import morphology_lr  # noqa: E402
 
-#: name → morphology_options overrides. ``old`` emulates the previous recipe: the whole
-#: 423-px field binned to ~64 px, band-summed, sky from the whole cutout, no MID/companions.
+#: name → morphology_options overrides.
 VARIANTS: dict[str, dict] = {
-    "old_64px_whole_field": {"band": "", "crop": "", "size": 64, "sky_frame": 0.0, "smooth_fwhm": 10.0,
-                             "npixels": 245, "mid": False, "companions": False},
+    "r_crop192_bin4_48px": {"band": "r", "crop": "192px", "size": 48},
     "r_crop192_bin3_64px": {"band": "r", "crop": "192px", "size": 64},
     "r_crop192_bin2_96px": {"band": "r", "crop": "192px", "size": 96},
     "r_crop192_native": {"band": "r", "crop": "192px", "size": 0},
@@ -56,6 +54,28 @@ def ingest_variant(name: str, out: Path, n_jobs: int) -> tuple[SurveyDataset, fl
     cfg = load_config(IngestConfig, ROOT / "configs/ingest_gz1.yaml", overrides)
     t0 = time.perf_counter()
     run_ingest(cfg)
+    return SurveyDataset(str(out)), time.perf_counter() - t0
+
+
+_OLD_INGEST = """
+import sys
+from galclip.config import load_config
+from galclip.data.ingest import IngestConfig, run_ingest
+cfg = load_config(IngestConfig, "configs/ingest_gz1.yaml", sys.argv[1:])
+run_ingest(cfg)
+"""
+
+
+def ingest_old(tree: Path, out: Path) -> tuple[SurveyDataset, float]:
+    """The previous recipe, run from a checkout of it (``git worktree add TREE f0a46ca``):
+    the whole 423-px field area-resampled to 64 px, band-summed, whole-image sky."""
+    import subprocess
+
+    data = ROOT.parent / "shared/data/gz1_dev"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _OLD_INGEST, f"out={out}", "progress=false", f"images=[{data / 'images'}]",
+                    f"labels.path={data / 'labels.csv'}"], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                   check=True)
     return SurveyDataset(str(out)), time.perf_counter() - t0
 
 
@@ -107,6 +127,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--n-jobs", type=int, default=2)
+    ap.add_argument("--old-tree", default="", help="checkout of the previous recipe (commit f0a46ca) to measure it too")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/morphology_gz1.json"))
     args = ap.parse_args()
     if not (ROOT.parent / "shared/data/gz1_dev/labels.csv").exists():
@@ -116,10 +137,15 @@ def main() -> None:
     if prev.exists():
         result["variants"] = json.loads(prev.read_text()).get("variants", {})
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.variants.split(","):
+        names = [n for n in args.variants.split(",") if n] + (["old_f0a46ca_64px_whole_field"] if args.old_tree else [])
+        for name in names:
             load0 = os.getloadavg()[0]
-            ds, secs = ingest_variant(name, Path(tmp) / name, args.n_jobs)
-            res = {"morphology_options": VARIANTS[name], "ingest_seconds": round(secs, 1),
+            if name in VARIANTS:
+                ds, secs = ingest_variant(name, Path(tmp) / name, args.n_jobs)
+            else:
+                ds, secs = ingest_old(Path(args.old_tree), Path(tmp) / name)
+            res = {"morphology_options": VARIANTS.get(name, "configs/ingest_gz1.yaml at f0a46ca"),
+                   "ingest_seconds": round(secs, 1),
                    "galaxies_per_s": round(len(ds) / secs, 2), "load_avg_1min_before": round(load0, 2),
                    **evaluate(ds, args.seeds)}
             result["variants"][name] = res

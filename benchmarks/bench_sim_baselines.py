@@ -93,7 +93,7 @@ def morphology_baselines(ds_path: Path, n_morph: int) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from galclip.data.dataset import SurveyDataset
-    from galclip.data.morphology import MORPH_COLUMNS, morphology_table
+    from galclip.data.morphology import MorphologyOptions, morphology_table
 
     ds = SurveyDataset(ds_path)
     n = min(n_morph, len(ds))
@@ -102,7 +102,7 @@ def morphology_baselines(ds_path: Path, n_morph: int) -> dict:
     imgs, ivs = r_band_cutouts(ds_path, n)
     t0 = time.perf_counter()
     tab = morphology_table(imgs, ivs, n_jobs=2, progress=False)
-    col = {k: tab[:, i] for i, k in enumerate(MORPH_COLUMNS)}
+    col = {k: tab[:, i] for i, k in enumerate(MorphologyOptions().columns())}
     g, m20, a, c = col["gini"], col["m20"], col["asymmetry"], col["concentration"]
     ok = np.isfinite(g) & np.isfinite(m20)
     pred = ok & (g > -0.14 * m20 + 0.33)

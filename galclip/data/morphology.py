@@ -270,13 +270,13 @@ def _companions(stamp: Stamp, seg: Any, smooth: np.ndarray, label: int, rpetro: 
 
     npix = max(3, int(round(opts.npixels / stamp.binning**2)))
     try:
-        deb = deblend_sources(smooth, seg, npix, labels=[label], n_levels=32, contrast=0.05,
+        deb = deblend_sources(smooth, seg, npix, labels=[label], n_levels=16, contrast=0.05,
                               progress_bar=False)
     except Exception:  # deblending can fail on tiny or flat segments: keep the segment whole
         deb = seg
     cat = SourceCatalog(stamp.image, deb)
     flux = np.asarray(cat.segment_flux, np.float64)
-    xy = np.stack([np.asarray(cat.xcentroid, np.float64), np.asarray(cat.ycentroid, np.float64)], 1)
+    xy = np.stack([np.asarray(cat.x_centroid, np.float64), np.asarray(cat.y_centroid, np.float64)], 1)
     h, w = stamp.image.shape
     centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
     d_centre = np.hypot(*(xy - centre).T)

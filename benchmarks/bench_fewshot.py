@@ -40,7 +40,7 @@ def embed(data: str, checkpoint: str, random_init: bool, batch_size: int, image_
     from galclip.data.preprocess import ImagePrep
     from galclip.models import build_model
     from galclip.models.checkpoint import checkpoint_hash, load_model
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_dataset
 
     model, cfg = load_model(checkpoint)
     if random_init:

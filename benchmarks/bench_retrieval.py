@@ -31,7 +31,7 @@ from galclip.config import from_dict, read_yaml  # noqa: E402
 from galclip.data.dataset import DataConfig, SurveyDataset  # noqa: E402
 from galclip.data.preprocess import log_grid  # noqa: E402
 from galclip.models.checkpoint import data_config_for, load_model  # noqa: E402
-from galclip.pretrain.embed import embed_dataset  # noqa: E402
+from galclip.encode import embed_dataset  # noqa: E402
 from galclip.pretrain.metrics import rank_summary, retrieval_ranks  # noqa: E402
 from galclip.pretrain.train import TrainConfig, _split  # noqa: E402
 

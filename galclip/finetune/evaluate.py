@@ -46,11 +46,9 @@ from galclip.finetune.heads import HeadConfig
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
 from galclip.finetune.sampling import stratified_budget, holdout_split
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular
+from galclip.encode import check_compatible, load_checkpoint, open_dataset
 from galclip.finetune.train import (
-    check_compatible,
-    data_for_checkpoint,
     head_factory,
-    load_encoder,
     merger_probability,
     n_classes,
     read_labels,
@@ -235,7 +233,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    dataset = SurveyDataset(data_for_checkpoint(cfg.data, cfg.checkpoint))
+    ckpt = load_checkpoint(cfg.checkpoint)
+    model, mcfg, sha = ckpt.model, ckpt.cfg, ckpt.sha256
+    dataset = open_dataset(ckpt, cfg.data)
     y = read_labels(dataset, cfg.label)
     if n_classes(y, cfg.label) > 1:  # multi-class label: score merger vs rest
         y = np.where(np.isfinite(y), merger_probability(np.eye(n_classes(y, cfg.label))[np.nan_to_num(y).astype(int)],
@@ -247,8 +247,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
     # ---- features, computed once per encoder
     store: dict[str, dict[str, np.ndarray]] = {}
-    model, mcfg, sha = load_encoder(cfg.checkpoint)
-    check_compatible(mcfg, dataset, cfg.checkpoint)
     tokens = cfg.head.kind == "cross_attention"
     batches: list[dict[str, Any]] | None = None
 
@@ -272,9 +270,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         rnd = build_model(mcfg)
         store["random"] = feats_of(rnd, f"random{cfg.random_seed}_{sha}")
     if cfg.image_ssl_checkpoint and any(m.startswith("image_ssl") for m in wanted):
-        ssl, scfg, ssha = load_encoder(cfg.image_ssl_checkpoint)
-        check_compatible(scfg, dataset, cfg.image_ssl_checkpoint)
-        store["image_ssl"] = feats_of(ssl, ssha)
+        ssl = load_checkpoint(cfg.image_ssl_checkpoint)
+        check_compatible(ssl.cfg, dataset, ssl.path)
+        store["image_ssl"] = feats_of(ssl.model, ssl.sha256)
     tab, tab_names = None, []
     if any(m in wanted for m in ("galclip_fusion_morph", "galclip_image_tabular", "tabular_head", "image_ssl_morph",
                                  "morphology_lr")):

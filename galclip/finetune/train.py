@@ -24,7 +24,8 @@ from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.errors import ConfigError, InputFileError
-from galclip.finetune.features import MODALITIES, extract_features, feature_tensors
+from galclip.encode import MODALITIES, load_checkpoint, open_dataset, tabular_names
+from galclip.finetune.features import extract_features, feature_tensors
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import FusionClassifier, HeadConfig
 from galclip.finetune.metrics import binary_metrics, multiclass_metrics
@@ -98,36 +99,6 @@ class FinetuneConfig:
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-def load_encoder(path: str | Path) -> tuple[Any, Any, str]:
-    """(model, model config, sha256) of a galclip checkpoint; one-line error when unusable."""
-    from galclip.models.checkpoint import checkpoint_hash, load_model
-
-    if not path:
-        raise ConfigError("checkpoint is required (a directory written by `galclip pretrain`)")
-    model, mcfg = load_model(path)
-    model.eval()
-    return model, mcfg, checkpoint_hash(path)
-
-
-def data_for_checkpoint(data: DataConfig, checkpoint: str | Path) -> DataConfig:
-    """The data config with the checkpoint's recorded preprocessing (when it has one)."""
-    from galclip.models.checkpoint import data_config_for
-
-    return data_config_for(checkpoint, data) if checkpoint else data
-
-
-def check_compatible(model_cfg: Any, dataset: SurveyDataset, source: str | Path) -> None:
-    """Refuse a checkpoint whose input shapes do not match the dataset (clear message)."""
-    if dataset.n_bands and model_cfg.n_bands != dataset.n_bands:
-        raise InputFileError(source, f"model expects {model_cfg.n_bands} image bands, dataset has {dataset.n_bands}")
-    if dataset.n_bands and model_cfg.image_size != dataset.cfg.image.size:
-        raise InputFileError(source, f"model expects {model_cfg.image_size}-px images, dataset gives "
-                                     f"{dataset.cfg.image.size} px (set data.image.size)")
-    if dataset.spectrum_length and model_cfg.spectrum_length != dataset.spectrum_length:
-        raise InputFileError(source, f"model expects spectra of {model_cfg.spectrum_length} pixels, dataset gives "
-                                     f"{dataset.spectrum_length}")
-
 
 def read_labels(dataset: SurveyDataset, label: str) -> np.ndarray:
     """Label column as float (NaN = unknown; negative codes are treated as unknown)."""
@@ -273,7 +244,7 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
 
     head = factory()
     module = FinetuneModule(model, head, cfg.train, yl, cfg.unfreeze_blocks, cfg.encoder_lr, cfg.layer_decay,
-                            tabular=tab)
+                            tabular=tab, tabular_names=tabular_names(model, dataset))
     loader = DataLoader(_Labeled(np.sort(tr)), batch_size=min(cfg.unfrozen_batch_size, len(tr)), shuffle=True,
                         collate_fn=collate, num_workers=0, drop_last=len(tr) > cfg.unfrozen_batch_size)
     trainer = pl.Trainer(max_epochs=cfg.unfrozen_epochs, accelerator="cpu", devices=1, logger=False,
@@ -298,9 +269,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    dataset = SurveyDataset(data_for_checkpoint(cfg.data, cfg.checkpoint))
-    model, mcfg, sha = load_encoder(cfg.checkpoint)
-    check_compatible(mcfg, dataset, cfg.checkpoint)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    model, mcfg, sha = ckpt.model, ckpt.cfg, ckpt.sha256
+    dataset = open_dataset(ckpt, cfg.data)
     y = read_labels(dataset, cfg.label)
     pool, test = holdout_split(y, cfg.test_fraction, cfg.split_seed)
     train_idx = pool if cfg.n_labels <= 0 else stratified_budget(y, pool, cfg.n_labels, cfg.label_seed)

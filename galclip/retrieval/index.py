@@ -179,22 +179,18 @@ def _build_into(stage: Path, vectors: Any, idmap: Mapping[str, np.ndarray], embe
 
 def embed_with_model(cfg: IndexConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run the checkpoint over the dataset: (arrays in ``embed_dataset`` layout, provenance)."""
-    from galclip.data.dataset import SurveyDataset
-    from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_dataset, load_checkpoint, open_dataset
 
     if not cfg.checkpoint:
         raise ConfigError("give checkpoint=... (or embeddings=... with precomputed embeddings)")
     if not cfg.data.path:
         raise ConfigError("give data.path=... (the dataset to index)")
-    model, mcfg = load_model(cfg.checkpoint)
-    model.eval()
-    data_cfg = data_config_for(cfg.checkpoint, cfg.data)
-    dataset = SurveyDataset(data_cfg)
-    arrays = embed_dataset(model, dataset, batch_size=cfg.batch_size)
-    meta = {"checkpoint_sha256": checkpoint_hash(cfg.checkpoint), "model_name": getattr(mcfg, "name", ""),
+    ckpt = load_checkpoint(cfg.checkpoint)
+    dataset = open_dataset(ckpt, cfg.data)
+    arrays = embed_dataset(ckpt.model, dataset, batch_size=cfg.batch_size, source=ckpt.path)
+    meta = {"checkpoint_sha256": ckpt.sha256, "model_name": ckpt.cfg.name,
             "dataset": str(Path(cfg.data.path).resolve()), "checkpoint": str(Path(cfg.checkpoint).resolve()),
-            "preprocess": {"image": to_dict(data_cfg.image), "spectrum": to_dict(data_cfg.spectrum),
+            "preprocess": {"image": to_dict(dataset.cfg.image), "spectrum": to_dict(dataset.cfg.spectrum),
                            **_dataset_info(cfg.data.path)}}
     return arrays, meta
 

@@ -362,7 +362,7 @@ def test_tabular_as_spectrum_runs_the_unchanged_pretrain_and_embed_code(tmp_path
     from galclip.models import build_model, get_model_config
     from galclip.models.tabular import TabularAsSpectrum, resolve_tabular_tower
     from galclip.pretrain.augment import AugmentConfig
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_dataset
     from galclip.pretrain.module import LossConfig, OptimConfig, PretrainModule
 
     torch.manual_seed(0)

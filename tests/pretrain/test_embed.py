@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.errors import ConfigError, InputFileError
+from galclip.errors import InputFileError
 from galclip.models import build_model, checkpoint_hash, get_model_config, save_checkpoint
-from galclip.pretrain.embed import EmbedConfig, embed_dataset, read_embeddings, run_embed, write_embeddings
+from galclip.encode import embed_dataset
+from galclip.pretrain.embed import EmbedConfig, read_embeddings, run_embed, write_embeddings
 
 
 def _model(ds):
@@ -45,7 +46,7 @@ def test_embed_dataset_keys_and_missing_modalities(tiny_dataset):
 def test_refuses_incompatible_model(tiny_dataset):
     ds = SurveyDataset(DataConfig(path=str(tiny_dataset)))
     cfg = get_model_config("tiny", n_bands=3, image_size=32, spectrum_length=ds.spectrum_length)
-    with pytest.raises(ConfigError, match="bands"):
+    with pytest.raises(InputFileError, match="bands"):
         embed_dataset(build_model(cfg), ds, progress=False)
 
 

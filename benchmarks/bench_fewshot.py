@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from galclip.pretrain.embed import read_embeddings
+    from galclip.embeddings import read_embeddings
     from galclip.utils.io import atomic_write_json
 
     torch.set_num_threads(1)

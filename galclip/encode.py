@@ -237,3 +237,21 @@ def encode_dataset(model: GalClip, dataset: Dataset, batches: Iterable[dict[str,
              for b in tqdm(loader, desc="encode", unit="batch", disable=not progress)]
     model.train(was_training)
     return _concat(parts)
+
+
+def embed_checkpoint(checkpoint: str | Path, data: DataConfig, batch_size: int = 256,
+                     device: str | torch.device = "cpu", num_workers: int = 0,
+                     progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Embeddings of ``data`` by ``checkpoint`` and their provenance — what ``galclip embed``
+    writes and ``galclip index`` stores, made in one place so the two are identical."""
+    from galclip.config import to_dict
+
+    ckpt = load_checkpoint(checkpoint, device)
+    ds = open_dataset(ckpt, data)
+    arrays = embed_dataset(ckpt.model, ds, batch_size=batch_size, device=resolve_device(device),
+                           num_workers=num_workers, progress=progress, source=ckpt.path)
+    meta = {"checkpoint_sha256": ckpt.sha256, "model_name": ckpt.cfg.name, "embed_dim": ckpt.cfg.embed_dim,
+            "dataset": str(Path(data.path).resolve()), "checkpoint": str(Path(checkpoint).resolve()),
+            "n_objects": int(len(arrays["object_id"])), "label_columns": list(ds.label_names),
+            "preprocess": {"image": to_dict(ds.cfg.image), "spectrum": to_dict(ds.cfg.spectrum)}}
+    return arrays, meta

@@ -129,7 +129,7 @@ def embedding_map(run: Path, out: Path, cfg: ReportConfig) -> Path | None:
     if not path.exists():
         return None
     from galclip.data.schema import MERGER_STAGES
-    from galclip.pretrain.embed import read_embeddings
+    from galclip.embeddings import read_embeddings
 
     arrays, _ = read_embeddings(path)
     emb = np.asarray(arrays["joint"], np.float32)

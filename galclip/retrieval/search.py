@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 from astropy.table import Table, vstack
 
 from galclip.config import from_dict
 from galclip.data.preprocess import ImagePrep, SpectrumPrep
+from galclip.embeddings import QueryKind
 from galclip.errors import ConfigError
 from galclip.retrieval.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
 from galclip.retrieval.query import (Query, load_checked_model, queries_from_spectrum_file, query_from_id,
@@ -52,7 +53,7 @@ class SearchConfig:
     index: str = ""
     out: str = "runs/search"
     object_id: str = ""
-    query_kind: Literal["", "image", "spectrum", "joint"] = ""
+    query_kind: QueryKind = ""
     image_file: str = ""
     spectrum_file: str = ""
     k: int = 10

@@ -397,7 +397,8 @@ def test_pretrain_and_embed_cli_stages_with_tabular_tower(tmp_path):
     """``galclip pretrain model_options.spectrum.kind=tabular`` → checkpoint → ``galclip embed``."""
     from galclip.config import load_config
     from galclip.models import load_model
-    from galclip.pretrain.embed import EmbedConfig, read_embeddings, run_embed
+    from galclip.embeddings import read_embeddings
+    from galclip.pretrain.embed import EmbedConfig, run_embed
     from galclip.pretrain.train import PretrainConfig, run_pretrain
 
     data = _tab_dataset(tmp_path)

@@ -9,7 +9,8 @@ from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.errors import InputFileError
 from galclip.models import build_model, checkpoint_hash, get_model_config, save_checkpoint
 from galclip.encode import embed_dataset
-from galclip.pretrain.embed import EmbedConfig, read_embeddings, run_embed, write_embeddings
+from galclip.embeddings import read_embeddings, write_embedding_arrays
+from galclip.pretrain.embed import EmbedConfig, run_embed
 
 
 def _model(ds):
@@ -69,7 +70,7 @@ def test_run_embed_roundtrip(tiny_dataset, tmp_path):
 
 def test_write_read_and_bad_file(tmp_path):
     arrays = {"object_id": np.array(["a", "b"], dtype=object), "image": np.eye(2, dtype=np.float32)}
-    write_embeddings(tmp_path / "e.h5", arrays, {"model_name": "x"})
+    write_embedding_arrays(tmp_path / "e.h5", arrays, {"model_name": "x"})
     back, meta = read_embeddings(tmp_path / "e.h5")
     assert list(back["object_id"]) == ["a", "b"] and meta == {"model_name": "x"}
     (tmp_path / "bad.h5").write_text("nope")

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,22 +38,17 @@ import torch
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.errors import ConfigError
+from galclip.encode import check_compatible, load_checkpoint, open_dataset
 from galclip.finetune.baselines import CNNConfig, cnn_from_scratch, morphology_lr
 from galclip.finetune.features import cached_features, extract_features, feature_tensors, load_batches
+from galclip.finetune.head_io import head_factory
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import HeadConfig
+from galclip.finetune.labels import merger_probability, n_classes, read_labels
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
-from galclip.finetune.sampling import stratified_budget, holdout_split
+from galclip.finetune.sampling import holdout_split, stratified_budget
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular
-from galclip.encode import check_compatible, load_checkpoint, open_dataset
-from galclip.finetune.train import (
-    head_factory,
-    merger_probability,
-    n_classes,
-    read_labels,
-    write_table,
-)
+from galclip.tables import columns_table, write_table
 from galclip.utils.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -223,7 +218,7 @@ def _write_outputs(cfg: EvaluateConfig, out: Path, dataset: SurveyDataset, resul
     table = {"object_id": ids[idx], "ra": ra[idx], "dec": dec[idx],
              **{k: np.asarray(v) for k, v in pred_rows.items() if k != "index"}, "label": yi[idx]}
     if final or idx.size:
-        write_table(table, out / "predictions.csv", None, {"label": cfg.label})
+        write_table(columns_table(table, {"label": cfg.label}), out / "predictions", ("csv",))
     return report
 
 

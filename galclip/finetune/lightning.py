@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from galclip.encode import encode_batch
-from galclip.finetune.head_training import HeadTrainConfig, _class_weights, loss_fn
+from galclip.finetune.head_training import HeadTrainConfig, loss_fn
 from galclip.finetune.heads import FusionClassifier, modality_dropout
+from galclip.finetune.labels import class_weights
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class FinetuneModule(pl.LightningModule):
         self.encoder_lr = encoder_lr
         self.layer_decay = layer_decay
         n_out = head.linear_term.out_features if head.linear_term is not None else None
-        self.class_w = _class_weights(y_train, n_out or int(max(2, y_train.max() + 1))) \
+        self.class_w = class_weights(y_train, n_out or int(max(2, y_train.max() + 1))) \
             if train_cfg.class_balance == "weights" else None
         # tabular rows addressed by dataset row index
         self.register_buffer("tabular", torch.as_tensor(tabular, dtype=torch.float32) if tabular is not None

@@ -26,9 +26,9 @@ from astropy.table import Table
 
 from galclip.embeddings import EmbeddingStore, QueryKind
 from galclip.errors import ConfigError
-from galclip.retrieval.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
+from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
 from galclip.retrieval.store import load_index, normalise, valid_rows
-from galclip.retrieval.tables import read_objects, write_table
+from galclip.tables import read_objects, write_table
 from galclip.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)

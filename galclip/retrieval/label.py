@@ -21,7 +21,7 @@ from galclip.embeddings import EmbeddingStore, QueryKind
 from galclip.errors import ConfigError
 from galclip.retrieval.fewshot import encode_labels, predict_proba
 from galclip.retrieval.store import load_index, valid_rows
-from galclip.retrieval.tables import read_objects, write_table
+from galclip.tables import read_objects, write_table
 from galclip.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from galclip.config import from_dict
 from galclip.data.preprocess import ImagePrep, SpectrumPrep
 from galclip.embeddings import QueryKind
 from galclip.errors import ConfigError
-from galclip.retrieval.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
+from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
 from galclip.retrieval.query import (Query, load_checked_model, queries_from_spectrum_file, query_from_id,
                                      query_from_image_file)
 from galclip.retrieval.store import LoadedIndex, load_index
-from galclip.retrieval.tables import write_table
+from galclip.tables import write_table
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,14 @@ import torch
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.encode import check_compatible, load_checkpoint, open_dataset
+from galclip.encode import check_compatible, load_checkpoint
 from galclip.finetune.baselines import CNNConfig, cnn_from_scratch, morphology_lr
-from galclip.finetune.features import cached_features, extract_features, feature_tensors, load_batches
+from galclip.finetune.features import (cached_features, extract_features, feature_tensors, load_batches,
+                                       output_dirs)
 from galclip.finetune.head_io import head_factory
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import HeadConfig
-from galclip.finetune.labels import merger_probability, n_classes, read_labels
+from galclip.finetune.labels import labeled_dataset, merger_probability, n_classes
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
 from galclip.finetune.sampling import holdout_split, stratified_budget
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular
@@ -225,13 +226,9 @@ def _write_outputs(cfg: EvaluateConfig, out: Path, dataset: SurveyDataset, resul
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the label-budget evaluation; writes results CSV/JSON, a PNG and per-object probabilities."""
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    ckpt = load_checkpoint(cfg.checkpoint)
+    out, cache = output_dirs(cfg.out, cfg.cache_dir)
+    ckpt, dataset, y = labeled_dataset(cfg.checkpoint, cfg.data, cfg.label)
     model, mcfg, sha = ckpt.model, ckpt.cfg, ckpt.sha256
-    dataset = open_dataset(ckpt, cfg.data)
-    y = read_labels(dataset, cfg.label)
     if n_classes(y, cfg.label) > 1:  # multi-class label: score merger vs rest
         y = np.where(np.isfinite(y), merger_probability(np.eye(n_classes(y, cfg.label))[np.nan_to_num(y).astype(int)],
                                                         cfg.label), np.nan)

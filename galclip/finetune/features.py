@@ -24,6 +24,13 @@ from galclip.utils.io import atomic_path
 log = logging.getLogger(__name__)
 
 
+def output_dirs(out: str | Path, cache_dir: str | Path = "") -> tuple[Path, Path]:
+    """The stage's output directory (created) and its feature/morphology cache (default ``<out>/cache``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Path(cache_dir) if cache_dir else out / "cache"
+
+
 def _dataset_key(dataset: SurveyDataset) -> str:
     """Identity of a dataset + preprocessing: manifest content, row selection, prep config."""
     from galclip.config import to_dict

@@ -11,9 +11,17 @@ import numpy as np
 import torch
 
 from galclip.data import schema as S
-from galclip.data.dataset import SurveyDataset
+from galclip.data.dataset import DataConfig, SurveyDataset
+from galclip.encode import Checkpoint, load_checkpoint, open_dataset
 from galclip.errors import ConfigError
 from galclip.finetune.metrics import binary_metrics, multiclass_metrics
+
+
+def labeled_dataset(checkpoint: str, data: DataConfig, label: str) -> tuple[Checkpoint, SurveyDataset, np.ndarray]:
+    """The checkpoint, the dataset it reads and the label column: how finetune and evaluate start."""
+    ckpt = load_checkpoint(checkpoint)
+    dataset = open_dataset(ckpt, data)
+    return ckpt, dataset, read_labels(dataset, label)
 
 
 def read_labels(dataset: SurveyDataset, label: str) -> np.ndarray:

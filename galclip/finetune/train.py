@@ -21,12 +21,12 @@ import numpy as np
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.encode import MODALITIES, load_checkpoint, open_dataset, tabular_names
-from galclip.finetune.features import extract_features, feature_tensors
+from galclip.encode import MODALITIES, tabular_names
+from galclip.finetune.features import extract_features, feature_tensors, output_dirs
 from galclip.finetune.head_io import head_factory, save_head
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import FusionClassifier, HeadConfig
-from galclip.finetune.labels import evaluate_predictions, merger_probability, n_classes, read_labels
+from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
 from galclip.finetune.sampling import holdout_split, stratified_budget
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, prep_to_dict
 from galclip.tables import columns_table, write_table
@@ -151,13 +151,9 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics dictionary also written to ``metrics.json``."""
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    ckpt = load_checkpoint(cfg.checkpoint)
+    out, cache = output_dirs(cfg.out, cfg.cache_dir)
+    ckpt, dataset, y = labeled_dataset(cfg.checkpoint, cfg.data, cfg.label)
     model, mcfg, sha = ckpt.model, ckpt.cfg, ckpt.sha256
-    dataset = open_dataset(ckpt, cfg.data)
-    y = read_labels(dataset, cfg.label)
     pool, test = holdout_split(y, cfg.test_fraction, cfg.split_seed)
     train_idx = pool if cfg.n_labels <= 0 else stratified_budget(y, pool, cfg.n_labels, cfg.label_seed)
     n_out = n_classes(y, cfg.label)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -112,42 +112,36 @@ class HeadMethod:
 
 
 @dataclasses.dataclass(frozen=True)
-class MorphologyLR:
-    """The classical baseline: morphology statistics only + logistic regression."""
+class Baseline:
+    """A method without galclip features: ``fit`` trains on the labeled rows and scores the test rows."""
 
-    name: str = "morphology_lr"
-    features: str = ""
-    tabular: bool = True
-    images: bool = False
-
-    def available(self, bench: Bench) -> bool:
-        return bool(bench.morph_cols)
-
-    def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
-        t0, cfg = time.time(), bench.cfg
-        xm = bench.tab[:, bench.morph_cols]
-        p, thr = morphology_lr(xm[train_rows], bench.yi[train_rows], xm[bench.test], cfg.morph_lr_c,
-                               cfg.train.cv_folds, cfg.train.threshold_metric, seed)
-        return time.time() - t0, [(self.name, bench.test, p, thr)]
-
-
-@dataclasses.dataclass(frozen=True)
-class CNNScratch:
-    """A small CNN trained from scratch on the labeled cutouts (no pretraining at all)."""
-
-    name: str = "cnn_scratch"
-    features: str = ""
+    name: str
+    fit: Callable[[Bench, np.ndarray, int], tuple[np.ndarray, float]]
+    ready: Callable[[Bench], bool]
     tabular: bool = False
-    images: bool = True
+    images: bool = False
+    features: str = ""
 
     def available(self, bench: Bench) -> bool:
-        return bench.images is not None
+        return self.ready(bench)
 
     def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
-        t0, cfg = time.time(), bench.cfg
-        p, thr = cnn_from_scratch(bench.images, bench.yi, train_rows, bench.test, cfg.cnn, seed,
-                                  cfg.train.threshold_metric)
+        t0 = time.time()
+        p, thr = self.fit(bench, train_rows, seed)
         return time.time() - t0, [(self.name, bench.test, p, thr)]
+
+
+def _morphology_lr(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """The classical baseline: morphology statistics only + logistic regression."""
+    cfg, xm = bench.cfg, bench.tab[:, bench.morph_cols]
+    return morphology_lr(xm[train_rows], bench.yi[train_rows], xm[bench.test], cfg.morph_lr_c, cfg.train.cv_folds,
+                         cfg.train.threshold_metric, seed)
+
+
+def _cnn_scratch(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """A small CNN trained from scratch on the labeled cutouts (no pretraining at all)."""
+    return cnn_from_scratch(bench.images, bench.yi, train_rows, bench.test, bench.cfg.cnn, seed,
+                            bench.cfg.train.threshold_metric)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -160,7 +154,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     HeadMethod("random_init", "random", None),
     HeadMethod("image_ssl", "image_ssl", ("image",)),
     HeadMethod("image_ssl_morph", "image_ssl", ("image",), tabular=True),
-    MorphologyLR(),
-    CNNScratch(),
+    Baseline("morphology_lr", _morphology_lr, lambda bench: bool(bench.morph_cols), tabular=True),
+    Baseline("cnn_scratch", _cnn_scratch, lambda bench: bench.images is not None, images=True),
 )}
 ALL_METHODS = tuple(METHODS)

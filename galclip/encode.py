@@ -8,7 +8,7 @@ stages use is made in one place:
 * :func:`open_dataset` applies the checkpoint's recorded preprocessing and runs the one
   compatibility check (:func:`check_compatible`, an ``InputFileError`` naming the file);
 * :func:`encode_batch` runs the towers over one collated batch — the second modality is
-  always picked by :func:`~galclip.models.tabular.second_tower_inputs`, so a tabular
+  always picked by :func:`~galclip.models.tabular_tower.second_tower_inputs`, so a tabular
   second tower reads catalogue columns everywhere;
 * :func:`embed_dataset` (unit embeddings, NaN for a missing modality) and
   :func:`encode_dataset` (head features, optionally tokens) batch it over a dataset.
@@ -30,7 +30,8 @@ from galclip.errors import ConfigError, InputFileError
 from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
 from galclip.models.config import ModelConfig
 from galclip.models.galclip import GalClip
-from galclip.models.tabular import TabularAsSpectrum, is_tabular_model, second_tower_inputs
+from galclip.models.tabular_tower import is_tabular_model, second_tower_inputs
+from galclip.models.tabular_view import TabularAsSpectrum
 
 MODALITIES = ("image", "spectrum")
 
@@ -64,7 +65,7 @@ def open_dataset(ckpt: Checkpoint, data: DataConfig) -> SurveyDataset:
     """``data`` read with the checkpoint's preprocessing, checked against the model.
 
     For a tabular second tower the dataset is the catalogue view
-    (:class:`~galclip.models.tabular.TabularAsSpectrum`), as in pretraining.
+    (:class:`~galclip.models.tabular_view.TabularAsSpectrum`), as in pretraining.
     """
     if not data.path:
         raise ConfigError("data.path is required")

@@ -22,7 +22,7 @@ def _data(path: Path) -> DataConfig:
 @pytest.fixture
 def tabular_ckpt(tabular_survey: Path, tmp_path: Path) -> Path:
     """A tiny checkpoint whose second tower reads the survey's catalogue columns."""
-    from galclip.models.tabular import resolve_tabular_tower
+    from galclip.models.tabular_tower import resolve_tabular_tower
 
     full = SurveyDataset(_data(tabular_survey))
     cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum=dict(kind="tabular", width=16, depth=1, heads=2))

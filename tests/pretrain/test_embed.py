@@ -80,7 +80,7 @@ def test_write_read_and_bad_file(tmp_path):
 
 def test_embed_with_tabular_second_tower(tabular_survey):
     """A model whose second tower is the tabular encoder embeds the catalogue row."""
-    from galclip.models.tabular import with_tabular_tower
+    from galclip.models.tabular_tower import with_tabular_tower
 
     data = DataConfig(path=str(tabular_survey))
     data.image.size = 32

@@ -39,10 +39,10 @@ def embed(data: str, checkpoint: str, random_init: bool, batch_size: int, image_
     from galclip.data.dataset import DataConfig, SurveyDataset
     from galclip.data.preprocess import ImagePrep
     from galclip.models import build_model
-    from galclip.models.checkpoint import checkpoint_hash, load_model
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_dataset, load_checkpoint
 
-    model, cfg = load_model(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg = ckpt.model, ckpt.cfg
     if random_init:
         torch.manual_seed(0)
         model = build_model(cfg)
@@ -57,7 +57,7 @@ def embed(data: str, checkpoint: str, random_init: bool, batch_size: int, image_
         data_cfg.spectrum = from_dict(SpectrumPrep, pre.get("spectrum", {}))
     ds = SurveyDataset(data_cfg)
     arrays = embed_dataset(model, ds, batch_size=batch_size)
-    return arrays, {"checkpoint_sha256": "" if random_init else checkpoint_hash(checkpoint), "dataset": data,
+    return arrays, {"checkpoint_sha256": "" if random_init else ckpt.sha256, "dataset": data,
                     "model_name": cfg.name, "random_init": random_init}
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from galclip.pretrain.embed import read_embeddings
+    from galclip.embeddings import read_embeddings
     from galclip.utils.io import atomic_write_json
 
     torch.set_num_threads(1)

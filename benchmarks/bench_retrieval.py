@@ -30,8 +30,7 @@ sys.path.insert(0, str(ROOT))
 from galclip.config import from_dict, read_yaml  # noqa: E402
 from galclip.data.dataset import DataConfig, SurveyDataset  # noqa: E402
 from galclip.data.preprocess import log_grid  # noqa: E402
-from galclip.models.checkpoint import data_config_for, load_model  # noqa: E402
-from galclip.pretrain.embed import embed_dataset  # noqa: E402
+from galclip.encode import embed_dataset, load_checkpoint, open_dataset  # noqa: E402
 from galclip.pretrain.metrics import rank_summary, retrieval_ranks  # noqa: E402
 from galclip.pretrain.train import TrainConfig, _split  # noqa: E402
 
@@ -78,13 +77,13 @@ def main() -> None:
     run = Path(args.run)
     resolved = read_yaml(run / "config.yaml")
     tc = from_dict(TrainConfig, resolved.get("train", {}))
-    full = SurveyDataset(data_config_for(run, DataConfig(path=args.data)))
+    ckpt = load_checkpoint(run)
+    full = open_dataset(ckpt, DataConfig(path=args.data))
     train_idx, val_idx = _split(len(full), tc, int(resolved.get("seed", 0)))
     paired = full.column("has_image") & full.column("has_spectrum")
     train_idx, val_idx = train_idx[paired[train_idx]], val_idx[paired[val_idx]]
 
-    model, _ = load_model(run)
-    emb = embed_dataset(model, full.subset(val_idx), progress=False)
+    emb = embed_dataset(ckpt.model, full.subset(val_idx), progress=False)
     zi, zs = emb["image"], emb["spectrum"]
     result = {"run": str(run), "data": args.data, "n_pool": int(val_idx.size), "chance_top1": 1 / val_idx.size,
               "chance_top5": min(1.0, 5 / val_idx.size),

@@ -56,7 +56,7 @@ def embedding(n: int, model: str) -> dict:
     from galclip.data.sim.survey import SimulateConfig, run_simulate
     from galclip.models.config import get_model_config
     from galclip.models.galclip import build_model
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_dataset
 
     with tempfile.TemporaryDirectory() as d:
         run_simulate(SimulateConfig(out=str(Path(d) / "s"), n=n, derived=False, progress=False))

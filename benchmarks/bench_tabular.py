@@ -58,7 +58,8 @@ sys.path.insert(0, str(ROOT))
 from galclip.data.dataset import SurveyDataset  # noqa: E402
 from galclip.data.morphology import MORPH_COLUMNS, MID_COLUMNS, SERSIC_COLUMNS  # noqa: E402
 from galclip.data.tabular import TabularPrepConfig, TabularPreprocessor, dataset_table  # noqa: E402
-from galclip.models.tabular import TabularEncoder, scarf_pretrain  # noqa: E402
+from galclip.models.tabular import TabularEncoder  # noqa: E402
+from galclip.pretrain.scarf import scarf_pretrain  # noqa: E402
 from galclip.utils.io import atomic_write_json  # noqa: E402
 
 MORPH = set(MORPH_COLUMNS) | set(MID_COLUMNS) | set(SERSIC_COLUMNS)
@@ -137,7 +138,8 @@ def clip_pretrain(ds: SurveyDataset, rows: np.ndarray, x: torch.Tensor, raw: np.
                   steps: int, batch: int = 128, seed: int = 0) -> torch.nn.Module:
     """Image ↔ catalogue CLIP pretraining of GalClip with the tabular second tower."""
     from galclip.models import build_model, get_model_config
-    from galclip.models.tabular import augment_tabular, with_tabular_tower
+    from galclip.models.tabular_tower import with_tabular_tower
+    from galclip.pretrain.scarf import augment_tabular
     from galclip.pretrain.augment import AugmentConfig, augment_images
     from galclip.pretrain.data import load_tensors
     from galclip.pretrain.losses import clip_loss

@@ -129,7 +129,7 @@ def embedding_map(run: Path, out: Path, cfg: ReportConfig) -> Path | None:
     if not path.exists():
         return None
     from galclip.data.schema import MERGER_STAGES
-    from galclip.pretrain.embed import read_embeddings
+    from galclip.embeddings import read_embeddings
 
     arrays, _ = read_embeddings(path)
     emb = np.asarray(arrays["joint"], np.float32)
@@ -209,7 +209,7 @@ def run_report(cfg: ReportConfig) -> Path:
     for png in sorted(run.glob("evaluate/*.png")):
         figures[f"Label budget: {png.stem}"] = png
     items = _candidate_items(run, cfg.top_candidates)
-    from galclip.retrieval.gallery import html_report
+    from galclip.gallery import html_report
 
     html_report(items, html_path, title=f"galclip run report: {run.name}",
                 intro="Plots, metrics and the top merger candidates of this run. Scores are similarities to "
@@ -229,9 +229,9 @@ def _candidate_items(run: Path, top: int) -> list:
     scores = [_float(r.get("score")) for r in rows]
     captions = [f"stage {r['merger_stage']}" if "merger_stage" in r else "" for r in rows]
     if (survey / "manifest.json").exists():
-        from galclip.retrieval.gallery import items_from_dataset
+        from galclip.gallery import items_from_dataset
 
         return items_from_dataset(survey, ids, scores=scores, captions=captions)
-    from galclip.retrieval.gallery import GalleryItem
+    from galclip.gallery import GalleryItem
 
     return [GalleryItem(object_id=i, score=s, rank=k + 1) for k, (i, s) in enumerate(zip(ids, scores))]

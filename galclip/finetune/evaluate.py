@@ -5,23 +5,8 @@ drawn for every method and each is scored on one fixed held-out test split. Enco
 features are computed once per encoder (pretrained, random init, image-only SSL) and
 reused by every head, so the whole table runs on a laptop CPU.
 
-Methods (``methods`` selects a subset; each row is ``method`` [+ inference variant]):
-
-=========================  ==============================================================
-galclip_fusion             pretrained image+spectrum embeddings → fusion head; also scored
-                           with image-only and spectrum-only inference (``@image_only``...)
-galclip_fusion_morph       the same + morphology/catalogue statistics (linear term + branch)
-galclip_image              pretrained image tower alone → same head (single modality)
-galclip_image_tabular      pretrained image tower + tabular statistics
-galclip_spectrum           pretrained spectrum tower alone → same head (single modality)
-tabular_head               tabular statistics only → same head
-random_init                randomly initialised encoders, fused → same head
-image_ssl                  image tower of an image-only SSL checkpoint (``image_ssl_checkpoint``)
-image_ssl_morph            the same + morphology statistics
-morphology_lr              Gini/M20/A/C... + logistic regression (scikit-learn); morphology
-                           columns only, even when the dataset has other catalogue columns
-cnn_scratch                small timm CNN trained from scratch with augmentation
-=========================  ==============================================================
+Methods (``methods`` selects a subset; each row is ``method`` [+ inference variant]) are
+the registry :data:`galclip.finetune.methods.METHODS`.
 """
 from __future__ import annotations
 
@@ -30,7 +15,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,32 +23,21 @@ import torch
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.errors import ConfigError
-from galclip.finetune.baselines import CNNConfig, cnn_from_scratch, morphology_lr
-from galclip.finetune.features import cached_features, extract_features, feature_tensors, load_batches
-from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
+from galclip.encode import Checkpoint, check_compatible, load_checkpoint
+from galclip.finetune.baselines import CNNConfig
+from galclip.finetune.features import cached_features, extract_features, load_batches, output_dirs
+from galclip.finetune.head_training import HeadTrainConfig
 from galclip.finetune.heads import HeadConfig
+from galclip.finetune.labels import labeled_dataset, merger_probability, n_classes
+from galclip.finetune.methods import ALL_METHODS, METHODS, Bench, Method
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
-from galclip.finetune.sampling import stratified_budget, holdout_split
+from galclip.finetune.sampling import holdout_split, stratified_budget
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular
-from galclip.finetune.train import (
-    check_compatible,
-    data_for_checkpoint,
-    head_factory,
-    load_encoder,
-    merger_probability,
-    n_classes,
-    read_labels,
-    write_table,
-)
+from galclip.models import build_model
+from galclip.tables import columns_table, write_table
 from galclip.utils.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
-
-ALL_METHODS = ("galclip_fusion", "galclip_fusion_morph", "galclip_image", "galclip_image_tabular",
-               "galclip_spectrum", "tabular_head", "random_init", "image_ssl", "image_ssl_morph",
-               "morphology_lr", "cnn_scratch")
-
 
 @dataclasses.dataclass
 class EvaluateConfig:
@@ -130,47 +104,6 @@ class EvaluateConfig:
             raise ValueError(f"tabular_head must be linear or encoder, got {self.tabular_head!r}")
 
 
-@dataclasses.dataclass
-class _HeadMethod:
-    """An embedding-based method: which features, modalities, tabular inputs, inference variants."""
-
-    name: str
-    feats: str  # key into the feature store
-    modalities: list[str]
-    tabular: bool
-    variants: dict[str, list[str]]
-
-
-def _head_methods(cfg: EvaluateConfig, has_spec: bool, has_tab: bool, has_ssl: bool) -> list[_HeadMethod]:
-    both = ["image", "spectrum"] if has_spec else ["image"]
-    v_fusion = {"": both}
-    if has_spec:
-        v_fusion |= {"@image_only": ["image"], "@spectrum_only": ["spectrum"]}
-    out = [
-        _HeadMethod("galclip_fusion", "pretrained", both, False, v_fusion),
-        _HeadMethod("galclip_fusion_morph", "pretrained", both, True, {"": both} | ({"@image_only": ["image"]} if has_spec else {})),
-        _HeadMethod("galclip_image", "pretrained", ["image"], False, {"": ["image"]}),
-        _HeadMethod("galclip_image_tabular", "pretrained", ["image"], True, {"": ["image"]}),
-        _HeadMethod("galclip_spectrum", "pretrained", ["spectrum"], False, {"": ["spectrum"]}),
-        _HeadMethod("tabular_head", "pretrained", [], True, {"": []}),
-        _HeadMethod("random_init", "random", both, False, {"": both}),
-        _HeadMethod("image_ssl", "image_ssl", ["image"], False, {"": ["image"]}),
-        _HeadMethod("image_ssl_morph", "image_ssl", ["image"], True, {"": ["image"]}),
-    ]
-    keep = []
-    for m in out:
-        if "spectrum" in m.modalities and not has_spec:
-            continue
-        if m.tabular and not has_tab:
-            continue
-        if m.feats == "image_ssl" and not has_ssl:
-            continue
-        if m.name.startswith("galclip_fusion") and not has_spec:
-            continue  # image-only data: identical to galclip_image / galclip_image_tabular
-        keep.append(m)
-    return keep
-
-
 def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
     """Metric vs label budget, one line per method (mean ± std over seeds)."""
     import matplotlib
@@ -225,34 +158,60 @@ def _write_outputs(cfg: EvaluateConfig, out: Path, dataset: SurveyDataset, resul
     table = {"object_id": ids[idx], "ra": ra[idx], "dec": dec[idx],
              **{k: np.asarray(v) for k, v in pred_rows.items() if k != "index"}, "label": yi[idx]}
     if final or idx.size:
-        write_table(table, out / "predictions.csv", None, {"label": cfg.label})
+        write_table(columns_table(table, {"label": cfg.label}), out / "predictions", ("csv",))
     return report
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Run the label-budget evaluation; writes results CSV/JSON, a PNG and per-object probabilities."""
+    from tqdm.auto import tqdm
+
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    dataset = SurveyDataset(data_for_checkpoint(cfg.data, cfg.checkpoint))
-    y = read_labels(dataset, cfg.label)
-    if n_classes(y, cfg.label) > 1:  # multi-class label: score merger vs rest
-        y = np.where(np.isfinite(y), merger_probability(np.eye(n_classes(y, cfg.label))[np.nan_to_num(y).astype(int)],
-                                                        cfg.label), np.nan)
+    out, cache = output_dirs(cfg.out, cfg.cache_dir)
+    ckpt, dataset, y = labeled_dataset(cfg.checkpoint, cfg.data, cfg.label)
+    y = _merger_or_not(y, cfg.label)
     pool, test = holdout_split(y, cfg.test_fraction, cfg.split_seed)
     yi = np.nan_to_num(y).astype(int)
     log.info("%d rows: %d labeled pool, %d test (%d mergers)", len(dataset), pool.size, test.size, yi[test].sum())
-    wanted = list(cfg.methods) if cfg.methods is not None else list(ALL_METHODS)
+    wanted = [m for name, m in METHODS.items() if cfg.methods is None or name in cfg.methods]
+    bench = _bench(cfg, ckpt, dataset, cache, yi, test, wanted)
+    methods = [m for m in wanted if m.available(bench)]
+    budgets = sorted({min(b, pool.size) for b in cfg.budgets})
+    extra = {"checkpoint_sha256": ckpt.sha256, "tabular_columns": bench.tab_names,
+             "morphology_columns": [bench.tab_names[j] for j in bench.morph_cols], "n_rows": len(dataset),
+             "n_pool": int(pool.size), "n_test": int(test.size), "n_test_mergers": int(yi[test].sum()),
+             "budgets": budgets}
+    runs = _Runs(yi)
+    for budget, seed in tqdm([(b, s) for b in budgets for s in cfg.seeds], desc="budgets×seeds",
+                             disable=not cfg.progress):
+        tr = stratified_budget(yi, pool, budget, seed, cfg.min_per_class)
+        for m in methods:
+            secs, scored = m.run(bench, tr, seed)
+            for name, rows, p, thr in scored:
+                runs.add(name, budget, seed, rows, p, thr, secs)
+        _write_outputs(cfg, out, dataset, runs.results, runs.pred_rows, budgets, yi, extra, final=False)
+        log.info("budget %d seed %d done (%.0f s)", budget, seed, time.time() - t0)
+    extra["seconds"] = round(time.time() - t0, 1)
+    report = _write_outputs(cfg, out, dataset, runs.results, runs.pred_rows, budgets, yi, extra, final=True)
+    log.info("evaluation done in %.0f s → %s", time.time() - t0, out)
+    return report
 
-    # ---- features, computed once per encoder
-    store: dict[str, dict[str, np.ndarray]] = {}
-    model, mcfg, sha = load_encoder(cfg.checkpoint)
-    check_compatible(mcfg, dataset, cfg.checkpoint)
+
+def _merger_or_not(y: np.ndarray, label: str) -> np.ndarray:
+    """A multi-class label is scored as merger vs rest (NaN stays unknown)."""
+    k = n_classes(y, label)
+    if k <= 1:
+        return y
+    return np.where(np.isfinite(y), merger_probability(np.eye(k)[np.nan_to_num(y).astype(int)], label), np.nan)
+
+
+def _bench(cfg: EvaluateConfig, ckpt: Checkpoint, dataset: SurveyDataset, cache: Path, yi: np.ndarray,
+           test: np.ndarray, wanted: list[Method]) -> Bench:
+    """Inputs of the wanted methods, each computed once: encoder features, tabular statistics, cutouts."""
     tokens = cfg.head.kind == "cross_attention"
     batches: list[dict[str, Any]] | None = None
 
-    def rows() -> list[dict[str, Any]]:
+    def rows() -> list[dict[str, Any]]:  # rows are read (and preprocessed) once, shared by every encoder
         nonlocal batches
         if batches is None:
             batches = load_batches(dataset, cfg.batch_size, cfg.progress)
@@ -263,88 +222,47 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         return got if got is not None else extract_features(enc, dataset, tokens, cfg.batch_size, cache, key,
                                                              cfg.progress, batches=rows())
 
-    store["pretrained"] = feats_of(model, sha)
-    has_spec = bool(store["pretrained"]["has_spectrum"].any())
-    if "random_init" in wanted:
-        from galclip.models import build_model
-
+    bench = Bench(cfg, yi, test, {"pretrained": feats_of(ckpt.model, ckpt.sha256)})
+    needs = {m.features for m in wanted}
+    if "random" in needs:
         torch.manual_seed(cfg.random_seed)
-        rnd = build_model(mcfg)
-        store["random"] = feats_of(rnd, f"random{cfg.random_seed}_{sha}")
-    if cfg.image_ssl_checkpoint and any(m.startswith("image_ssl") for m in wanted):
-        ssl, scfg, ssha = load_encoder(cfg.image_ssl_checkpoint)
-        check_compatible(scfg, dataset, cfg.image_ssl_checkpoint)
-        store["image_ssl"] = feats_of(ssl, ssha)
-    tab, tab_names = None, []
-    if any(m in wanted for m in ("galclip_fusion_morph", "galclip_image_tabular", "tabular_head", "image_ssl_morph",
-                                 "morphology_lr")):
+        bench.features["random"] = feats_of(build_model(ckpt.cfg), f"random{cfg.random_seed}_{ckpt.sha256}")
+    if cfg.image_ssl_checkpoint and "image_ssl" in needs:
+        ssl = load_checkpoint(cfg.image_ssl_checkpoint)
+        check_compatible(ssl.cfg, dataset, ssl.path)
+        bench.features["image_ssl"] = feats_of(ssl.model, ssl.sha256)
+    if any(m.tabular for m in wanted):
         fit_rows = np.setdiff1d(np.arange(len(dataset)), test)
-        tab, tab_names, _ = build_tabular(dataset, cfg.tabular, fit_rows, cache, cfg.n_jobs)
-        if not tab_names:
-            tab = None
-    # the classical baseline uses the morphology statistics only (not other catalogue columns)
+        tab, bench.tab_names, _ = build_tabular(dataset, cfg.tabular, fit_rows, cache, cfg.n_jobs)
+        bench.tab = tab if bench.tab_names else None
     from galclip.data.morphology import ALL_COLUMNS
 
-    morph_cols = [j for j, c in enumerate(tab_names) if c in ALL_COLUMNS and c != "flag"]
-    methods = [m for m in _head_methods(cfg, has_spec, tab is not None, "image_ssl" in store) if m.name in wanted]
-    images = torch.cat([b["image"] for b in rows()]) if "cnn_scratch" in wanted else None
+    # the classical baseline uses the morphology statistics only (not other catalogue columns)
+    bench.morph_cols = [j for j, c in enumerate(bench.tab_names) if c in ALL_COLUMNS and c != "flag"]
+    if any(m.images for m in wanted):
+        bench.images = torch.cat([b["image"] for b in rows()])
+    return bench
 
-    # ---- budgets × seeds × methods
-    results: list[dict[str, Any]] = []
-    pred_rows: dict[str, list[Any]] = {k: [] for k in ("method", "budget", "seed", "index", "p_merger", "predicted")}
-    budgets = sorted({min(b, pool.size) for b in cfg.budgets})
 
-    def record(name: str, budget: int, seed: int, rows: np.ndarray, p: np.ndarray, thr: float, secs: float) -> None:
-        met = binary_metrics(yi[rows], p, thr)
-        results.append({"method": name, "budget": budget, "seed": seed, "seconds": round(secs, 3), **met})
-        pred_rows["method"] += [name] * rows.size
-        pred_rows["budget"] += [budget] * rows.size
-        pred_rows["seed"] += [seed] * rows.size
-        pred_rows["index"] += rows.tolist()
-        pred_rows["p_merger"] += np.asarray(p, np.float64).tolist()
-        pred_rows["predicted"] += (np.asarray(p) >= thr).astype(int).tolist()
+@dataclasses.dataclass
+class _Runs:
+    """Per-run metrics and per-object probabilities, appended as methods are scored."""
 
-    from tqdm.auto import tqdm
+    yi: np.ndarray
+    results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pred_rows: dict[str, list[Any]] = dataclasses.field(default_factory=lambda: {
+        k: [] for k in ("method", "budget", "seed", "index", "p_merger", "predicted")})
 
-    extra = {"checkpoint_sha256": sha, "tabular_columns": tab_names,
-             "morphology_columns": [tab_names[j] for j in morph_cols], "n_rows": len(dataset),
-             "n_pool": int(pool.size), "n_test": int(test.size), "n_test_mergers": int(yi[test].sum()),
-             "budgets": budgets}
-    jobs = [(b, s) for b in budgets for s in cfg.seeds]
-    for budget, seed in tqdm(jobs, desc="budgets×seeds", disable=not cfg.progress):
-        tr = stratified_budget(yi, pool, budget, seed, cfg.min_per_class)
-        for m in methods:
-            t1 = time.time()
-            hcfg = dataclasses.replace(cfg.head, tabular=cfg.tabular_head if m.tabular else "none")
-            feats = store[m.feats]
-            names = tab_names if m.tabular else []
-            factory = head_factory(hcfg, feats, m.modalities, 1, names, seed)
-            ftr = feature_tensors(feats, tr, tab if m.tabular else None, keep=m.modalities)
-            head, thr, _ = fit_with_threshold(factory, ftr, yi[tr], cfg.train, seed=seed)
-            secs = time.time() - t1
-            for suffix, keep in m.variants.items():
-                rows = test
-                for mod in keep if suffix else []:
-                    rows = rows[feats[f"has_{mod}"][rows].astype(bool)]
-                p = predict(head, feature_tensors(feats, rows, tab if m.tabular else None, keep=keep))
-                record(m.name + suffix, budget, seed, rows, p, thr, secs)
-        if "morphology_lr" in wanted and morph_cols:
-            t1 = time.time()
-            xm = tab[:, morph_cols]
-            p, thr = morphology_lr(xm[tr], yi[tr], xm[test], cfg.morph_lr_c, cfg.train.cv_folds,
-                                   cfg.train.threshold_metric, seed)
-            record("morphology_lr", budget, seed, test, p, thr, time.time() - t1)
-        if images is not None:
-            t1 = time.time()
-            p, thr = cnn_from_scratch(images, yi, tr, test, cfg.cnn, seed, cfg.train.threshold_metric)
-            record("cnn_scratch", budget, seed, test, p, thr, time.time() - t1)
-        _write_outputs(cfg, out, dataset, results, pred_rows, budgets, yi, extra, final=False)
-        log.info("budget %d seed %d done (%.0f s)", budget, seed, time.time() - t0)
-
-    extra["seconds"] = round(time.time() - t0, 1)
-    report = _write_outputs(cfg, out, dataset, results, pred_rows, budgets, yi, extra, final=True)
-    log.info("evaluation done in %.0f s → %s", time.time() - t0, out)
-    return report
+    def add(self, name: str, budget: int, seed: int, rows: np.ndarray, p: np.ndarray, thr: float,
+            secs: float) -> None:
+        met = binary_metrics(self.yi[rows], p, thr)
+        self.results.append({"method": name, "budget": budget, "seed": seed, "seconds": round(secs, 3), **met})
+        self.pred_rows["method"] += [name] * rows.size
+        self.pred_rows["budget"] += [budget] * rows.size
+        self.pred_rows["seed"] += [seed] * rows.size
+        self.pred_rows["index"] += rows.tolist()
+        self.pred_rows["p_merger"] += np.asarray(p, np.float64).tolist()
+        self.pred_rows["predicted"] += (np.asarray(p) >= thr).astype(int).tolist()
 
 
 def _write_csv(summary: list[dict[str, Any]], path: Path) -> None:

@@ -18,46 +18,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from galclip.data.dataset import SurveyDataset, collate
+from galclip.encode import MODALITIES, encode_dataset
 from galclip.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("image", "spectrum")
 
-
-def compute_features(model: Any, batch: dict[str, Any], tokens: bool = False,
-                     modalities: Sequence[str] = MODALITIES) -> dict[str, torch.Tensor]:
-    """Encoder outputs for one collated batch (gradients flow if enabled by the caller).
-
-    Returns ``image``/``spectrum`` unit embeddings, the presence flags and, if ``tokens``,
-    ``image_tokens``/``spectrum_tokens``. Rows of an absent modality are still computed
-    (the towers need a full batch) and later masked by the heads.
-    """
-    out: dict[str, torch.Tensor] = {
-        "has_image": batch["has_image"].bool(),
-        "has_spectrum": batch["has_spectrum"].bool(),
-    }
-    n = out["has_image"].shape[0]
-    if "image" in modalities:
-        if out["has_image"].any():
-            out["image"] = model.encode_image(batch["image"], normalize=True)
-            if tokens:
-                out["image_tokens"] = model.image_tokens(batch["image"])
-        else:  # spectrum-only batch: nothing to encode, the head masks the modality
-            out["image"] = batch["image"].new_zeros(n, model.embed_dim)
-            if tokens:
-                out["image_tokens"] = batch["image"].new_zeros(n, 1, model.image_encoder.num_features)
-    if "spectrum" in modalities:
-        if out["has_spectrum"].any():
-            scale = batch.get("spectrum_scale")
-            out["spectrum"] = model.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], scale, normalize=True)
-            if tokens:
-                out["spectrum_tokens"] = model.spectrum_tokens(batch["spectrum"], batch["spectrum_ivar"], scale)
-        else:  # image-only data (e.g. Galaxy Zoo cutouts): no spectrum of the model's length exists
-            out["spectrum"] = batch["spectrum"].new_zeros(n, model.embed_dim)
-            if tokens:
-                out["spectrum_tokens"] = batch["spectrum"].new_zeros(n, 1, model.spectrum_encoder.num_features)
-    return out
+def output_dirs(out: str | Path, cache_dir: str | Path = "") -> tuple[Path, Path]:
+    """The stage's output directory (created) and its feature/morphology cache (default ``<out>/cache``)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Path(cache_dir) if cache_dir else out / "cache"
 
 
 def _dataset_key(dataset: SurveyDataset) -> str:
@@ -119,14 +90,13 @@ def load_batches(dataset: SurveyDataset, batch_size: int = 64, progress: bool = 
     return list(tqdm(loader, desc="read", unit="batch", disable=not progress))
 
 
-@torch.no_grad()
 def extract_features(model: Any, dataset: SurveyDataset, tokens: bool = False, batch_size: int = 64,
                      cache_dir: str | Path | None = None, model_key: str = "", progress: bool = True,
                      batches: list[dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
     """Frozen-encoder features of every row of ``dataset`` (cached when ``cache_dir`` and ``model_key``).
 
     Args:
-        model: a ``GalClip`` (put in eval mode here).
+        model: a ``GalClip`` (run in eval mode by :func:`galclip.encode.encode_dataset`).
         tokens: also keep token sequences (needed by the cross-attention head; larger).
         model_key: identity of the weights (checkpoint sha256); no cache without it.
         batches: rows already read by :func:`load_batches` (else read from ``dataset``).
@@ -135,23 +105,11 @@ def extract_features(model: Any, dataset: SurveyDataset, tokens: bool = False, b
         numpy arrays ``image`` (N,D), ``spectrum`` (N,D), ``has_image``, ``has_spectrum``
         and, with ``tokens``, ``image_tokens`` (N,T,Fi), ``spectrum_tokens`` (N,T,Fs).
     """
-    from tqdm.auto import tqdm
-
-    cache = _cache_path(dataset, cache_dir, model_key, tokens)
     got = cached_features(dataset, cache_dir, model_key, tokens)
     if got is not None:
         return got
-    was_training = model.training
-    model.eval()
-    loader = batches if batches is not None else DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                                            collate_fn=collate, num_workers=0)
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in tqdm(loader, desc="encode", unit="batch", disable=not progress):
-        f = compute_features(model, batch, tokens=tokens)
-        for k, v in f.items():
-            parts.setdefault(k, []).append(v.float().cpu().numpy() if v.dtype != torch.bool else v.cpu().numpy())
-    model.train(was_training)
-    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out = encode_dataset(model, dataset, batches, tokens=tokens, batch_size=batch_size, progress=progress)
+    cache = _cache_path(dataset, cache_dir, model_key, tokens)
     if cache is not None:
         _save_npz(cache, out)
     return out

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from galclip.finetune.heads import FusionClassifier, init_linear_from, modality_dropout
+from galclip.finetune.labels import class_weights
 from galclip.finetune.metrics import choose_threshold
 from galclip.finetune.sampling import cv_folds
 
@@ -67,13 +68,6 @@ class HeadTrainConfig:
 HeadFactory = Callable[[], FusionClassifier]
 
 
-def _class_weights(y: np.ndarray, n_out: int) -> torch.Tensor:
-    k = max(n_out, 2)
-    counts = np.bincount(y.astype(int), minlength=k).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (k * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(w, dtype=torch.float32)
-
-
 def loss_fn(logits: torch.Tensor, y: torch.Tensor, class_w: torch.Tensor | None) -> torch.Tensor:
     """Weighted BCE (one logit) or weighted cross-entropy (C logits)."""
     if logits.shape[1] == 1:
@@ -120,7 +114,7 @@ def fit_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: np.ndarr
         n_out = head(_rows(feats, torch.arange(min(2, len(y))))).shape[1]
     if cfg.tabular_init == "lr" and "tabular" in feats:
         init_tabular_term(head, feats, y, cfg.tabular_lr_c)
-    class_w = _class_weights(y, n_out) if cfg.class_balance == "weights" else None
+    class_w = class_weights(y, n_out) if cfg.class_balance == "weights" else None
     lin = [] if head.linear_term is None else list(head.linear_term.parameters())
     lin_ids = {id(p) for p in lin}
     groups = [{"params": [p for p in head.parameters() if id(p) not in lin_ids], "lr": cfg.lr}]
@@ -131,7 +125,7 @@ def fit_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: np.ndarr
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, int(np.ceil(n / bs)))
     if cfg.class_balance == "sampler":
-        sw = _class_weights(y, n_out)[yt]
+        sw = class_weights(y, n_out)[yt]
     head.train()
     for _ in range(cfg.epochs):
         if cfg.class_balance == "sampler":

@@ -1,6 +1,6 @@
 """Fusion heads: turn image/spectrum (and tabular) features into merger logits.
 
-All heads take the same feature dictionary (see :func:`galclip.finetune.features.compute_features`)::
+All heads take the same feature dictionary (see :func:`galclip.encode.encode_batch`)::
 
     image            (N, D)      image embedding (unit vector; zeros where absent)
     spectrum         (N, D)      spectrum embedding

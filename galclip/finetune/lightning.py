@@ -8,16 +8,17 @@ pretraining learned are disturbed least.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from galclip.finetune.features import compute_features
-from galclip.finetune.head_training import HeadTrainConfig, _class_weights, loss_fn
+from galclip.encode import encode_batch
+from galclip.finetune.head_training import HeadTrainConfig, loss_fn
 from galclip.finetune.heads import FusionClassifier, modality_dropout
+from galclip.finetune.labels import class_weights
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,18 @@ class FinetuneModule(pl.LightningModule):
     """Encoders (partly trainable) + fusion head, trained on raw dataset batches."""
 
     def __init__(self, model: Any, head: FusionClassifier, train_cfg: HeadTrainConfig, y_train: np.ndarray,
-                 n_blocks: int, encoder_lr: float, layer_decay: float, tabular: np.ndarray | None = None) -> None:
+                 n_blocks: int, encoder_lr: float, layer_decay: float, tabular: np.ndarray | None = None,
+                 tabular_names: Sequence[str] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.tabular_names = tabular_names  # the dataset's catalogue columns, for a tabular second tower
         self.head = head
         self.cfg = train_cfg
         self.n_blocks = n_blocks
         self.encoder_lr = encoder_lr
         self.layer_decay = layer_decay
         n_out = head.linear_term.out_features if head.linear_term is not None else None
-        self.class_w = _class_weights(y_train, n_out or int(max(2, y_train.max() + 1))) \
+        self.class_w = class_weights(y_train, n_out or int(max(2, y_train.max() + 1))) \
             if train_cfg.class_balance == "weights" else None
         # tabular rows addressed by dataset row index
         self.register_buffer("tabular", torch.as_tensor(tabular, dtype=torch.float32) if tabular is not None
@@ -109,7 +112,8 @@ class FinetuneModule(pl.LightningModule):
                 m.eval()
 
     def features(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        f = compute_features(self.model, batch, tokens=self.head.needs_tokens, modalities=self.head.modalities)
+        f = encode_batch(self.model, batch, self.tabular_names, tokens=self.head.needs_tokens,
+                         modalities=self.head.modalities)
         if self.tabular.numel():
             f["tabular"] = self.tabular[batch["index"].long()]
         return f

@@ -10,33 +10,29 @@ only) and per-object probabilities (CSV + FITS) keyed by object_id.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.errors import ConfigError, InputFileError
-from galclip.finetune.features import MODALITIES, extract_features, feature_tensors
+from galclip.encode import MODALITIES, tabular_names
+from galclip.finetune.features import extract_features, feature_tensors, output_dirs
+from galclip.finetune.head_io import head_factory, save_head
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import FusionClassifier, HeadConfig
-from galclip.finetune.metrics import binary_metrics, multiclass_metrics
-from galclip.finetune.sampling import stratified_budget, holdout_split
+from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
+from galclip.finetune.sampling import holdout_split, stratified_budget
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, prep_to_dict
-from galclip.utils.io import atomic_path, atomic_write_json
+from galclip.tables import columns_table, write_table
+from galclip.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-HEAD_WEIGHTS = "head.safetensors"
-HEAD_META = "head.json"
-
 
 @dataclasses.dataclass
 class FinetuneConfig:
@@ -97,146 +93,6 @@ class FinetuneConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-def load_encoder(path: str | Path) -> tuple[Any, Any, str]:
-    """(model, model config, sha256) of a galclip checkpoint; one-line error when unusable."""
-    from galclip.models.checkpoint import checkpoint_hash, load_model
-
-    if not path:
-        raise ConfigError("checkpoint is required (a directory written by `galclip pretrain`)")
-    model, mcfg = load_model(path)
-    model.eval()
-    return model, mcfg, checkpoint_hash(path)
-
-
-def data_for_checkpoint(data: DataConfig, checkpoint: str | Path) -> DataConfig:
-    """The data config with the checkpoint's recorded preprocessing (when it has one)."""
-    from galclip.models.checkpoint import data_config_for
-
-    return data_config_for(checkpoint, data) if checkpoint else data
-
-
-def check_compatible(model_cfg: Any, dataset: SurveyDataset, source: str | Path) -> None:
-    """Refuse a checkpoint whose input shapes do not match the dataset (clear message)."""
-    if dataset.n_bands and model_cfg.n_bands != dataset.n_bands:
-        raise InputFileError(source, f"model expects {model_cfg.n_bands} image bands, dataset has {dataset.n_bands}")
-    if dataset.n_bands and model_cfg.image_size != dataset.cfg.image.size:
-        raise InputFileError(source, f"model expects {model_cfg.image_size}-px images, dataset gives "
-                                     f"{dataset.cfg.image.size} px (set data.image.size)")
-    if dataset.spectrum_length and model_cfg.spectrum_length != dataset.spectrum_length:
-        raise InputFileError(source, f"model expects spectra of {model_cfg.spectrum_length} pixels, dataset gives "
-                                     f"{dataset.spectrum_length}")
-
-
-def read_labels(dataset: SurveyDataset, label: str) -> np.ndarray:
-    """Label column as float (NaN = unknown; negative codes are treated as unknown)."""
-    if label not in dataset.label_names and label not in dataset.manifest.label_columns:
-        raise ConfigError(f"label column {label!r} not in dataset {dataset.cfg.path} "
-                          f"(has: {', '.join(dataset.manifest.label_columns) or 'none'})")
-    y = dataset.column(label).astype(np.float64)
-    y[~np.isfinite(y) | (y < 0)] = np.nan
-    return y
-
-
-def n_classes(y: np.ndarray, label: str) -> int:
-    """1 logit for binary labels, C for multi-class (merger_stage uses the simulator's stages)."""
-    known = y[np.isfinite(y)].astype(int)
-    if label == "merger_stage":
-        return max(len(S.MERGER_STAGES), int(known.max(initial=0)) + 1)
-    k = int(known.max(initial=1)) + 1
-    return 1 if k <= 2 else k
-
-
-def merger_probability(prob: np.ndarray, label: str) -> np.ndarray:
-    """p(merger) from a head's output: the probability itself, or the merger stages' sum."""
-    if prob.ndim == 1:
-        return prob
-    if label == "merger_stage":
-        is_m = np.zeros(prob.shape[1], bool)
-        is_m[: len(S.MERGER_STAGE_IS_MERGER)] = np.asarray(S.MERGER_STAGE_IS_MERGER, bool)
-        return prob[:, is_m].sum(1)
-    return 1.0 - prob[:, 0]
-
-
-def head_factory(head_cfg: HeadConfig, feats: dict[str, np.ndarray], modalities: Sequence[str], n_out: int,
-                 tab_names: Sequence[str], seed: int = 0) -> Callable[[], FusionClassifier]:
-    """Builder of fresh heads sized from the features (seeded for reproducibility)."""
-    embed = {m: int(feats[m].shape[1]) for m in modalities if m in feats}
-    tokens = {m: int(feats[f"{m}_tokens"].shape[2]) for m in modalities if f"{m}_tokens" in feats}
-    counter = [0]
-
-    def make() -> FusionClassifier:
-        torch.manual_seed(seed * 1000 + counter[0])
-        counter[0] += 1
-        return FusionClassifier(head_cfg, embed, n_out=n_out, tabular_columns=tab_names, token_dims=tokens)
-
-    return make
-
-
-def evaluate_predictions(y: np.ndarray, prob: np.ndarray, threshold: float, label: str) -> dict[str, Any]:
-    """Binary merger metrics (plus multi-class metrics when the head is multi-class)."""
-    if prob.ndim == 1:
-        return binary_metrics(y, prob, threshold)
-    out = {f"stage_{k}": v for k, v in multiclass_metrics(y, prob).items()}
-    if label == "merger_stage":
-        ybin = np.asarray(S.MERGER_STAGE_IS_MERGER)[y.astype(int)]
-        out.update(binary_metrics(ybin, merger_probability(prob, label), 0.5))
-    return out
-
-
-def write_table(rows: dict[str, np.ndarray], csv_path: Path, fits_path: Path | None, meta: dict[str, Any]) -> None:
-    """Per-object table → CSV (+ FITS) via astropy, atomically."""
-    from astropy.table import Table
-
-    t = Table({k: np.asarray(v) for k, v in rows.items()})
-    for k, v in meta.items():
-        t.meta[k.upper()[:8]] = v
-    with atomic_path(csv_path, suffix=".csv") as tmp:
-        t.write(tmp, format="ascii.csv", overwrite=True)
-    if fits_path is not None:
-        with atomic_path(fits_path, suffix=".fits") as tmp:
-            t.write(tmp, format="fits", overwrite=True)
-
-
-def save_head(head: FusionClassifier, out: Path, meta: dict[str, Any]) -> None:
-    """``head.safetensors`` + ``head.json`` (config, columns, scaler, threshold, encoder hash)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
-    with atomic_path(out / HEAD_WEIGHTS, suffix=".safetensors") as tmp:
-        save_file(state, str(tmp))
-    atomic_write_json(out / HEAD_META, meta)
-
-
-def load_head(run_dir: str | Path) -> tuple[FusionClassifier, dict[str, Any]]:
-    """Rebuild a saved head (safetensors only); refuses a weights/JSON mismatch."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from galclip.config import from_dict
-
-    run_dir = Path(run_dir)
-    meta_path = run_dir / HEAD_META
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise InputFileError(meta_path, "head metadata not found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputFileError(meta_path, f"unreadable head metadata ({exc.__class__.__name__})") from None
-    cfg = from_dict(HeadConfig, meta["head"])
-    head = FusionClassifier(cfg, {k: int(v) for k, v in meta["embed_dims"].items()}, n_out=int(meta["n_out"]),
-                            tabular_columns=meta.get("tabular_columns", []),
-                            token_dims={k: int(v) for k, v in meta.get("token_dims", {}).items()})
-    try:
-        state = load_file(str(run_dir / HEAD_WEIGHTS))
-        head.load_state_dict(state)
-    except (SafetensorError, RuntimeError, FileNotFoundError, OSError) as exc:
-        raise InputFileError(run_dir / HEAD_WEIGHTS, f"head weights do not match {HEAD_META} ({str(exc)[:200]})") from None
-    head.eval()
-    return head, meta
-
-
 # --------------------------------------------------------------------------- stage
 
 def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, factory: Callable[[], FusionClassifier],
@@ -273,7 +129,7 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
 
     head = factory()
     module = FinetuneModule(model, head, cfg.train, yl, cfg.unfreeze_blocks, cfg.encoder_lr, cfg.layer_decay,
-                            tabular=tab)
+                            tabular=tab, tabular_names=tabular_names(model, dataset))
     loader = DataLoader(_Labeled(np.sort(tr)), batch_size=min(cfg.unfrozen_batch_size, len(tr)), shuffle=True,
                         collate_fn=collate, num_workers=0, drop_last=len(tr) > cfg.unfrozen_batch_size)
     trainer = pl.Trainer(max_epochs=cfg.unfrozen_epochs, accelerator="cpu", devices=1, logger=False,
@@ -295,13 +151,9 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics dictionary also written to ``metrics.json``."""
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else out / "cache"
-    dataset = SurveyDataset(data_for_checkpoint(cfg.data, cfg.checkpoint))
-    model, mcfg, sha = load_encoder(cfg.checkpoint)
-    check_compatible(mcfg, dataset, cfg.checkpoint)
-    y = read_labels(dataset, cfg.label)
+    out, cache = output_dirs(cfg.out, cfg.cache_dir)
+    ckpt, dataset, y = labeled_dataset(cfg.checkpoint, cfg.data, cfg.label)
+    model, mcfg, sha = ckpt.model, ckpt.cfg, ckpt.sha256
     pool, test = holdout_split(y, cfg.test_fraction, cfg.split_seed)
     train_idx = pool if cfg.n_labels <= 0 else stratified_budget(y, pool, cfg.n_labels, cfg.label_seed)
     n_out = n_classes(y, cfg.label)
@@ -355,8 +207,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         for k in range(p_all.shape[1]):
             stage = S.MERGER_STAGES[k] if cfg.label == "merger_stage" and k < len(S.MERGER_STAGES) else str(k)
             table[f"p_{stage}"] = p_all[:, k]
-    write_table(table, out / "predictions.csv", out / "predictions.fits",
-                {"label": cfg.label, "thresh": thr if math.isfinite(thr) else -1.0})
+    write_table(columns_table(table, {"label": cfg.label, "thresh": thr if math.isfinite(thr) else -1.0}),
+                out / "predictions", ("csv", "fits"))
     meta = {"format": "galclip-head", "version": 1, "head": to_dict(cfg.head), "n_out": n_out,
             "embed_dims": {m: int(feats[m].shape[1]) for m in cfg.modalities},
             "token_dims": {m: int(feats[f"{m}_tokens"].shape[2]) for m in cfg.modalities if f"{m}_tokens" in feats},

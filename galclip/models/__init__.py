@@ -11,7 +11,6 @@ from galclip.models.config import (
 )
 from galclip.models.galclip import GalClip, build_model
 from galclip.models.towers import TOWERS, build_tower, register_tower
-from galclip.models import tabular as _tabular  # noqa: E402,F401  registers spectrum.kind 'tabular'
 
 __all__ = [
     "DEFAULT_MODEL", "MODEL_PRESETS", "TOWERS", "GalClip", "ImageTowerConfig", "ModelConfig",

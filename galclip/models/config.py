@@ -1,9 +1,9 @@
 """Model configuration and the registry of named, tested model combinations.
 
-The Python dictionary :data:`MODEL_PRESETS` is the source of truth so an installed package
-works without the repository's ``configs/`` folder; ``configs/models/<name>.yaml`` mirror
-it for people who prefer to copy and edit a file (a test keeps the two identical).
-``get_model_config`` accepts either a preset name or the path of such a YAML file.
+The presets are YAML files shipped inside the package (``galclip/models/presets/<name>.yaml``,
+the single source: an installed package has them without the repository's ``configs/``
+folder, and users copy one to edit it). ``get_model_config`` accepts either a preset name
+or the path of such a YAML file.
 """
 from __future__ import annotations
 
@@ -113,33 +113,22 @@ class ModelConfig:
             raise ValueError(f"max_logit_scale must be >= 1, got {self.max_logit_scale}")
 
 
-_SMALL_VIT = {"patch_size": 8, "embed_dim": 128, "depth": 3, "num_heads": 4, "mlp_ratio": 4.0,
-              "img_size": 64}
+#: Directory of the named model configs (package data).
+PRESET_DIR = Path(__file__).with_name("presets")
 
-#: Named model combinations (all exercised by tests/models).
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    # unit tests: seconds on one core
-    "tiny": dict(embed_dim=32, image=dict(backbone="vit_tiny_patch16_224",
-                                          backbone_kwargs=dict(_SMALL_VIT, embed_dim=32, depth=1, num_heads=2)),
-                 spectrum=dict(kind="conv1d", width=32, depth=3)),
-    # CPU default: small ViT over 8x8 patches + spectral-patch transformer (matmul-heavy,
-    # which CPUs run near their peak; see benchmarks/bench_throughput.py)
-    "small": dict(embed_dim=128, image=dict(backbone="vit_tiny_patch16_224", backbone_kwargs=dict(_SMALL_VIT)),
-                  spectrum=dict(kind="transformer", width=128, depth=2, heads=4, patch_size=64, patch_stride=32)),
-    # quickstart on 2 CPU cores: a narrower ViT + 1-D CNN, ~4x the pairs/s of "small"
-    "compact": dict(embed_dim=128, image=dict(backbone="vit_tiny_patch16_224",
-                                              backbone_kwargs=dict(_SMALL_VIT, embed_dim=96, depth=3, num_heads=3)),
-                    spectrum=dict(kind="conv1d", width=64, depth=4, kernel_size=7)),
-    # CPU alternative: convolutional towers
-    "small-conv": dict(embed_dim=128, image=dict(backbone="resnet10t", backbone_kwargs={}),
-                       spectrum=dict(kind="conv1d", width=128, depth=5, kernel_size=7)),
-    # GPU: ConvNeXt image tower + deeper spectral transformer (AstroCLIP-like patches)
-    "base": dict(embed_dim=512, proj_hidden=1024, image=dict(backbone="convnext_tiny", backbone_kwargs={}),
-                 spectrum=dict(kind="transformer", width=512, depth=8, heads=8, patch_size=20, patch_stride=10,
-                               dropout=0.1)),
-    "base-resnet": dict(embed_dim=256, proj_hidden=512, image=dict(backbone="resnet50", backbone_kwargs={}),
-                        spectrum=dict(kind="conv1d", width=512, depth=6)),
-}
+
+def _load_presets() -> dict[str, dict[str, Any]]:
+    """Preset name → config dictionary, read from :data:`PRESET_DIR` (all exercised by tests/models)."""
+    presets = {}
+    for path in sorted(PRESET_DIR.glob("*.yaml")):
+        data = read_yaml(path)
+        data.pop("name", None)
+        presets[path.stem] = data
+    return presets
+
+
+#: Named model combinations (see the comment at the top of each YAML file for its use).
+MODEL_PRESETS: dict[str, dict[str, Any]] = _load_presets()
 
 DEFAULT_MODEL = "small"
 

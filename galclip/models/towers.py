@@ -184,3 +184,11 @@ class PatchSpectrumTower(nn.Module):
 
 register_tower("conv1d")(ConvSpectrumTower)
 register_tower("transformer")(PatchSpectrumTower)
+
+
+@register_tower("tabular")
+def _tabular_tower(cfg: ModelConfig) -> nn.Module:
+    """``spectrum.kind: tabular``: the catalogue FT-Transformer (:mod:`galclip.models.tabular_tower`)."""
+    from galclip.models.tabular_tower import TabularSecondTower
+
+    return TabularSecondTower(cfg)

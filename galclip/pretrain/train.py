@@ -38,9 +38,10 @@ from galclip.config import deep_merge, dump_yaml, from_dict, to_dict
 from galclip.data.dataset import DataConfig, StreamingSurvey, SurveyDataset
 from galclip.errors import ConfigError, GalclipError, InputFileError
 from galclip.models.checkpoint import save_checkpoint
-from galclip.models.config import DEFAULT_MODEL, MODEL_PRESETS, ModelConfig, get_model_config
+from galclip.models.config import DEFAULT_MODEL, ModelConfig, get_model_config
 from galclip.models.galclip import build_model
-from galclip.models.tabular import TabularAsSpectrum, resolve_tabular_tower
+from galclip.models.tabular_tower import resolve_tabular_tower
+from galclip.models.tabular_view import TabularAsSpectrum
 from galclip.pretrain.augment import AugmentConfig
 from galclip.pretrain.data import (StepBatchSampler, cache_size_bytes, load_tensors, memory_loader,
                                    streaming_loader)
@@ -247,6 +248,76 @@ def _devices(value: str) -> Any:
     return int(value) if str(value).isdigit() else value
 
 
+def _quiet_lightning() -> None:
+    """Silence Lightning notices that are expected here (step-based resume, in-memory loaders)."""
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def _losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool) -> LossConfig:
+    """The loss config, with the SSL term switched on for a tower that has no partner modality."""
+    loss_cfg = copy.deepcopy(cfg.loss)
+    if not use_spectra and loss_cfg.ssl_image_weight <= 0:
+        log.info("dataset has no spectra: training the image tower with the SSL term only (loss.ssl_image_weight=1)")
+        loss_cfg.ssl_image_weight = 1.0
+    if not use_images and loss_cfg.ssl_spectrum_weight <= 0:
+        log.info("dataset has no images: training the spectrum tower with the SSL term only")
+        loss_cfg.ssl_spectrum_weight = 1.0
+    return loss_cfg
+
+
+def _trainer(cfg: PretrainConfig, out: Path, precision: str,
+             find_unused: bool) -> tuple[pl.Trainer, list[Any], SafeCheckpoint, Throughput]:
+    """Lightning trainer with the run's loggers, safe checkpointing and throughput timing.
+
+    ``find_unused``: a single-modality run leaves a tower without gradients, which DDP must be told.
+    """
+    tc = cfg.train
+    strategy: Any = tc.strategy
+    if tc.strategy.startswith("ddp") and find_unused:
+        from pytorch_lightning.strategies import DDPStrategy
+        strategy = DDPStrategy(find_unused_parameters=True)
+    logs = [CSVLogger(str(out / "logs"), name="csv"), TensorBoardLogger(str(out / "logs"), name="tb")]
+    ckpt_path = out / "resume" / "last.ckpt"
+    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    saver = SafeCheckpoint(ckpt_path, tc.checkpoint_every)
+    timer = Throughput(saver)
+    callbacks: list[Callback] = [saver, timer]
+    if cfg.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    trainer = pl.Trainer(accelerator=tc.accelerator, devices=_devices(tc.devices), num_nodes=tc.num_nodes,
+                         strategy=strategy, precision=precision, max_epochs=1, max_steps=-1, logger=logs,
+                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=cfg.progress,
+                         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+                         log_every_n_steps=tc.log_every,
+                         val_check_interval=tc.val_every if 0 < tc.val_every < tc.steps else None,
+                         limit_val_batches=1.0 if 0 < tc.val_every < tc.steps else 0, default_root_dir=str(out))
+    return trainer, logs, saver, timer
+
+
+def _train_loader(cfg: PretrainConfig, full: Any, train_ds: Any, val_idx: np.ndarray, start: int, rank: int,
+                  world: int, pin: bool) -> tuple[Any, str]:
+    """(loader, data mode): the training rows cached in memory, or streamed from the shards."""
+    tc = cfg.train
+    mode = tc.cache
+    if mode == "auto":
+        mode = "memory" if cache_size_bytes(train_ds) < tc.cache_max_gb * 1e9 else "stream"
+    if mode == "memory":
+        tensors = load_tensors(train_ds, progress=cfg.progress)
+        sampler = StepBatchSampler(len(train_ds), tc.batch_size, tc.steps, cfg.seed, rank, world, start)
+        return memory_loader(tensors, sampler, pin), mode
+    if mode == "stream" and isinstance(full, TabularAsSpectrum):
+        raise ConfigError("the tabular second tower trains from the in-memory cache: use train.cache=memory")
+    if mode == "stream":
+        survey = StreamingSurvey(cfg.data, seed=cfg.seed, shuffle=True)
+        return streaming_loader(survey, tc.batch_size // world, tc.steps, start, tc.num_workers, pin,
+                                exclude=set(int(i) for i in val_idx)), mode
+    raise ConfigError(f"train.cache must be auto, memory or stream, got {tc.cache!r}")
+
+
 def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Pretrain a GalClip model on ``cfg.data``; returns the final metrics (also in metrics.json)."""
     if not cfg.data.path:
@@ -254,11 +325,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     tc = cfg.train
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
-    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    _quiet_lightning()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     full = SurveyDataset(cfg.data)
@@ -269,13 +336,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if mcfg.spectrum.kind == "tabular":  # catalogue measurements as the second tower
         mcfg = resolve_tabular_tower(mcfg, full, train_idx)  # preprocessing fitted on training rows
         full, use_spectra = TabularAsSpectrum(full, mcfg), True
-    loss_cfg = copy.deepcopy(cfg.loss)
-    if not use_spectra and loss_cfg.ssl_image_weight <= 0:
-        log.info("dataset has no spectra: training the image tower with the SSL term only (loss.ssl_image_weight=1)")
-        loss_cfg.ssl_image_weight = 1.0
-    if not use_images and loss_cfg.ssl_spectrum_weight <= 0:
-        log.info("dataset has no images: training the spectrum tower with the SSL term only")
-        loss_cfg.ssl_spectrum_weight = 1.0
+    loss_cfg = _losses(cfg, use_images, use_spectra)
     resolved = to_dict(cfg)
     resolved["loss"] = to_dict(loss_cfg)
     resolved["resolved_model"] = to_dict(mcfg)
@@ -291,49 +352,16 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     module = PretrainModule(model, loss_cfg, cfg.optim, cfg.augment, tc.steps, cfg.seed, full.label_names,
                             use_images=use_images, use_spectra=use_spectra, log_every=tc.log_every)
 
-    ddp_like = tc.strategy.startswith("ddp")
-    strategy: Any = tc.strategy
-    if ddp_like and not (use_images and use_spectra):
-        from pytorch_lightning.strategies import DDPStrategy
-        strategy = DDPStrategy(find_unused_parameters=True)
     accel = tc.accelerator
     cuda = torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")
     precision = tc.precision if tc.precision != "auto" else ("bf16-mixed" if cuda else "32-true")
-    logs = [CSVLogger(str(out / "logs"), name="csv"), TensorBoardLogger(str(out / "logs"), name="tb")]
-    ckpt_path = out / "resume" / "last.ckpt"
-    ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-    saver = SafeCheckpoint(ckpt_path, tc.checkpoint_every)
-    timer = Throughput(saver)
-    callbacks: list[Callback] = [saver, timer]
-    if cfg.progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
-    trainer = pl.Trainer(accelerator=accel, devices=_devices(tc.devices), num_nodes=tc.num_nodes, strategy=strategy,
-                         precision=precision, max_epochs=1, max_steps=-1, logger=logs, callbacks=callbacks,
-                         enable_checkpointing=False, enable_progress_bar=cfg.progress, enable_model_summary=False,
-                         num_sanity_val_steps=0, use_distributed_sampler=False, log_every_n_steps=tc.log_every,
-                         val_check_interval=tc.val_every if 0 < tc.val_every < tc.steps else None,
-                         limit_val_batches=1.0 if 0 < tc.val_every < tc.steps else 0,
-                         default_root_dir=str(out))
+    trainer, logs, saver, timer = _trainer(cfg, out, precision, find_unused=not (use_images and use_spectra))
     rank, world = trainer.global_rank, trainer.world_size
     if tc.batch_size % world:
         raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by {world} ranks")
     pin = cuda
     train_ds, val_ds = full.subset(train_idx), full.subset(val_idx)
-    mode = tc.cache
-    if mode == "auto":
-        mode = "memory" if cache_size_bytes(train_ds) < tc.cache_max_gb * 1e9 else "stream"
-    if mode == "memory":
-        tensors = load_tensors(train_ds, progress=cfg.progress)
-        sampler = StepBatchSampler(len(train_ds), tc.batch_size, tc.steps, cfg.seed, rank, world, start)
-        train_loader = memory_loader(tensors, sampler, pin)
-    elif mode == "stream" and isinstance(full, TabularAsSpectrum):
-        raise ConfigError("the tabular second tower trains from the in-memory cache: use train.cache=memory")
-    elif mode == "stream":
-        survey = StreamingSurvey(cfg.data, seed=cfg.seed, shuffle=True)
-        train_loader = streaming_loader(survey, tc.batch_size // world, tc.steps, start, tc.num_workers, pin,
-                                        exclude=set(int(i) for i in val_idx))
-    else:
-        raise ConfigError(f"train.cache must be auto, memory or stream, got {tc.cache!r}")
+    train_loader, mode = _train_loader(cfg, full, train_ds, val_idx, start, rank, world, pin)
     val_tensors = load_tensors(val_ds, progress=False) if len(val_ds) else None
     val_loader = (memory_loader(val_tensors, _SequentialBatches(len(val_ds), 256), pin)
                   if val_tensors is not None else None)

@@ -1,5 +1,5 @@
 """Retrieval on galclip embeddings: FAISS index directories, similarity search (also across
-modalities), few-shot labeling, merger-candidate ranking, and galleries / HTML reports.
+modalities), few-shot labeling and merger-candidate ranking.
 
 Modules (the array-level functions need no model):
 
@@ -10,6 +10,7 @@ Modules (the array-level functions need no model):
 * :mod:`~galclip.retrieval.fewshot` — kNN / prototype few-shot classifiers, :func:`fewshot_curve`.
 * :mod:`~galclip.retrieval.label` — ``galclip label``.
 * :mod:`~galclip.retrieval.candidates` — ``galclip candidates``.
-* :mod:`~galclip.retrieval.gallery` — PNG galleries and the self-contained HTML report.
-* :mod:`~galclip.retrieval.tables` — CSV/FITS result tables.
+
+Shared with other stages: embeddings files (:mod:`galclip.embeddings`), galleries and HTML
+reports (:mod:`galclip.gallery`), CSV/FITS result tables (:mod:`galclip.tables`).
 """

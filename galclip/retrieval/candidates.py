@@ -19,16 +19,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Literal
 
 import faiss
 import numpy as np
 from astropy.table import Table
 
+from galclip.embeddings import EmbeddingStore, QueryKind
 from galclip.errors import ConfigError
-from galclip.retrieval.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
-from galclip.retrieval.store import EmbeddingStore, load_index, normalise, valid_rows
-from galclip.retrieval.tables import read_objects, write_table
+from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
+from galclip.retrieval.store import load_index, normalise, valid_rows
+from galclip.tables import read_objects, write_table
 from galclip.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class CandidatesConfig:
     positive_ids: list[str] = dataclasses.field(default_factory=list)
     negatives: str = ""
     negative_ids: list[str] = dataclasses.field(default_factory=list)
-    kind: Literal["", "image", "spectrum", "joint"] = ""
+    kind: QueryKind = ""
     top_m: int = 3
     negative_weight: float = 1.0
     exclude_known: bool = True

@@ -7,27 +7,22 @@ never leaves a half-written index that a later search would trust.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
-import h5py
 import numpy as np
 
-from galclip.config import to_dict
 from galclip.data.dataset import DataConfig
+from galclip.embeddings import EmbedKind, EmbeddingStore, split_arrays, write_embeddings
 from galclip.errors import ConfigError, InputFileError
 from galclip.retrieval.build import (apply_search_params, auto_factory, build_index, build_ondisk, count_valid,
                                      default_search_params)
-from galclip.retrieval.store import (EMBED_KINDS, EMBEDDINGS_FILE, INDEX_FILE, ID_COLUMNS, IndexManifest,
-                                     load_index, write_faiss, write_manifest, write_store)
+from galclip.retrieval.store import EMBEDDINGS_FILE, INDEX_FILE, IndexManifest, load_index, write_faiss, write_manifest
 
 log = logging.getLogger(__name__)
-
-EmbedKind = Literal["image", "spectrum", "joint"]
 
 
 @dataclasses.dataclass
@@ -68,33 +63,13 @@ class IndexConfig:
     overwrite: bool = False
 
 
-def _split_arrays(arrays: Mapping[str, np.ndarray]) -> tuple[dict, dict, dict]:
-    """Embedding dict (``embed_dataset`` layout) → (id map, embeddings by kind, label columns)."""
-    for key in ("object_id",):
-        if key not in arrays:
-            raise ValueError(f"embeddings lack the {key!r} column")
-    n = len(arrays["object_id"])
-    idmap = {k: np.asarray(arrays[k]) for k in ID_COLUMNS if k in arrays}
-    emb = {k: arrays[k] for k in EMBED_KINDS if k in arrays and arrays[k] is not None}
-    labels = {}
-    for key, val in arrays.items():
-        if key in ID_COLUMNS or key in EMBED_KINDS:
-            continue
-        val = np.asarray(val)
-        if val.ndim == 1 and len(val) == n and np.issubdtype(val.dtype, np.number):
-            labels[key] = val
-    for key, kind in (("has_image", "image"), ("has_spectrum", "spectrum")):
-        if key not in idmap:
-            idmap[key] = (np.isfinite(np.asarray(emb[kind])).all(axis=1) if kind in emb else np.zeros(n, bool))
-    return idmap, emb, labels
-
-
 def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any],
                     kind: str, labels: Mapping[str, np.ndarray] | None = None, factory: str = "",
                     search_params: str = "", checkpoint_sha256: str = "", model_name: str = "",
                     dataset: str = "", checkpoint: str = "", train_size: int = 0,
                     batch_rows: int = 65536, shard_rows: int = 0, seed: int = 0, overwrite: bool = False,
-                    spectrum_lambda: np.ndarray | None = None, preprocess: Mapping[str, Any] | None = None) -> Path:
+                    spectrum_lambda: np.ndarray | None = None, preprocess: Mapping[str, Any] | None = None,
+                    meta: Mapping[str, Any] | None = None) -> Path:
     """Write a complete index directory from arrays — the model-free core of ``galclip index``.
 
     Args:
@@ -110,6 +85,7 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
         overwrite: replace an existing directory.
         spectrum_lambda: dataset wavelength grid, stored for spectrum-file queries.
         preprocess: dataset image/spectrum preprocessing, stored for file queries.
+        meta: provenance of the embeddings (as ``galclip embed`` records it), kept in the store.
 
     Returns:
         The index directory.
@@ -133,7 +109,7 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
     try:
         _build_into(stage, vectors, idmap, embeddings, kind, labels, factory, search_params, checkpoint_sha256,
                     model_name, dataset, checkpoint, train_size, batch_rows, shard_rows, seed, spectrum_lambda,
-                    preprocess)
+                    preprocess, meta)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # never leave a half-built index behind
         raise
@@ -153,7 +129,8 @@ def build_index_dir(out: str | Path, idmap: Mapping[str, np.ndarray], embeddings
 def _build_into(stage: Path, vectors: Any, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any], kind: str,
                 labels: Mapping[str, np.ndarray] | None, factory: str, search_params: str, checkpoint_sha256: str,
                 model_name: str, dataset: str, checkpoint: str, train_size: int, batch_rows: int, shard_rows: int,
-                seed: int, spectrum_lambda: np.ndarray | None, preprocess: Mapping[str, Any] | None) -> None:
+                seed: int, spectrum_lambda: np.ndarray | None, preprocess: Mapping[str, Any] | None,
+                meta: Mapping[str, Any] | None) -> None:
     """Write index, store and manifest into the staging directory."""
     n, d = int(vectors.shape[0]), int(vectors.shape[1])
     on_disk = shard_rows > 0
@@ -166,9 +143,9 @@ def _build_into(stage: Path, vectors: Any, idmap: Mapping[str, np.ndarray], embe
     apply_search_params(index, search_params)
     write_faiss(index, stage / INDEX_FILE)
     build_s = time.time() - t0
-    write_store(stage / EMBEDDINGS_FILE, idmap, embeddings, labels,
-                attrs={"checkpoint_sha256": checkpoint_sha256, "dataset": dataset}, batch_rows=batch_rows,
-                spectrum_lambda=spectrum_lambda)
+    write_embeddings(stage / EMBEDDINGS_FILE, idmap, embeddings, labels,
+                     meta={**(meta or {}), "checkpoint_sha256": checkpoint_sha256, "dataset": dataset},
+                     batch_rows=batch_rows, spectrum_lambda=spectrum_lambda)
     man = IndexManifest(checkpoint_sha256=checkpoint_sha256, model_name=model_name, embedding_kind=kind, dim=d,
                         factory=factory, count=int(index.ntotal), n_rows=n, label_columns=sorted(labels or {}),
                         dataset=str(dataset), checkpoint=str(checkpoint), on_disk=on_disk,
@@ -179,24 +156,13 @@ def _build_into(stage: Path, vectors: Any, idmap: Mapping[str, np.ndarray], embe
 
 def embed_with_model(cfg: IndexConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Run the checkpoint over the dataset: (arrays in ``embed_dataset`` layout, provenance)."""
-    from galclip.data.dataset import SurveyDataset
-    from galclip.models.checkpoint import checkpoint_hash, data_config_for, load_model
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_checkpoint
 
     if not cfg.checkpoint:
         raise ConfigError("give checkpoint=... (or embeddings=... with precomputed embeddings)")
     if not cfg.data.path:
         raise ConfigError("give data.path=... (the dataset to index)")
-    model, mcfg = load_model(cfg.checkpoint)
-    model.eval()
-    data_cfg = data_config_for(cfg.checkpoint, cfg.data)
-    dataset = SurveyDataset(data_cfg)
-    arrays = embed_dataset(model, dataset, batch_size=cfg.batch_size)
-    meta = {"checkpoint_sha256": checkpoint_hash(cfg.checkpoint), "model_name": getattr(mcfg, "name", ""),
-            "dataset": str(Path(cfg.data.path).resolve()), "checkpoint": str(Path(cfg.checkpoint).resolve()),
-            "preprocess": {"image": to_dict(data_cfg.image), "spectrum": to_dict(data_cfg.spectrum),
-                           **_dataset_info(cfg.data.path)}}
-    return arrays, meta
+    return embed_checkpoint(cfg.checkpoint, cfg.data, batch_size=cfg.batch_size)
 
 
 def dataset_grid(dataset: str) -> np.ndarray | None:
@@ -212,57 +178,28 @@ def dataset_grid(dataset: str) -> np.ndarray | None:
         return None
 
 
-def read_precomputed(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], h5py.File]:
-    """Open a ``galclip embed`` file lazily: (arrays, provenance, open file).
-
-    Id-map and label columns are read into memory; the (N,D) embedding matrices stay
-    h5py datasets that the index build reads block by block, so a survey larger than RAM
-    can be indexed. The caller closes the returned file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "embeddings file not found")
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read embeddings ({exc})") from None
-    if h5.attrs.get("format") != "galclip-embeddings" or "object_id" not in h5:
-        h5.close()
-        raise InputFileError(path, "not a galclip embeddings file (write it with `galclip embed`)")
-    meta = json.loads(h5.attrs.get("meta", "{}"))
-    arrays: dict[str, Any] = {}
-    for key in h5.keys():
-        ds = h5[key]
-        if key in EMBED_KINDS:
-            arrays[key] = ds
-        elif ds.dtype.kind == "O":
-            arrays[key] = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]], dtype=object)
-        else:
-            arrays[key] = ds[()]
-    return arrays, meta, h5
-
-
 def run_index(cfg: IndexConfig) -> Path:
-    """CLI stage: embed (or read) then build and save the index directory."""
-    h5 = None
-    try:
-        if cfg.embeddings:
-            arrays, meta, h5 = read_precomputed(cfg.embeddings)
-            _check_pairing(cfg, meta)
-            meta.setdefault("preprocess", _dataset_info(str(meta.get("dataset", ""))))
-        else:
-            arrays, meta = embed_with_model(cfg)
-        idmap, emb, labels = _split_arrays(arrays)
-        return build_index_dir(cfg.out, idmap, emb, cfg.kind, labels, cfg.factory, cfg.search_params,
-                               checkpoint_sha256=str(meta.get("checkpoint_sha256", "")),
-                               model_name=str(meta.get("model_name", "")), dataset=str(meta.get("dataset", "")),
-                               checkpoint=str(meta.get("checkpoint", cfg.checkpoint)), train_size=cfg.train_size,
-                               batch_rows=cfg.batch_rows, shard_rows=cfg.shard_rows, seed=cfg.seed,
-                               overwrite=cfg.overwrite, spectrum_lambda=dataset_grid(str(meta.get("dataset", ""))),
-                               preprocess=meta.get("preprocess"))
-    finally:
-        if h5 is not None:
-            h5.close()
+    """CLI stage: embed (or read ``galclip embed``'s file) then build and save the index directory."""
+    if not cfg.embeddings:
+        arrays, meta = embed_with_model(cfg)
+        return _build(cfg, *split_arrays(arrays), meta)
+    with EmbeddingStore(cfg.embeddings) as store:  # vectors stay on disk, copied block by block
+        meta = dict(store.meta)
+        _check_pairing(cfg, meta)
+        return _build(cfg, store.idmap(), {k: store.vectors(k) for k in store.kinds}, store.labels(), meta)
+
+
+def _build(cfg: IndexConfig, idmap: Mapping[str, np.ndarray], vectors: Mapping[str, Any],
+           labels: Mapping[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """:func:`build_index_dir` with the provenance of the embeddings."""
+    dataset = str(meta.get("dataset", ""))
+    return build_index_dir(cfg.out, idmap, vectors, cfg.kind, labels, cfg.factory, cfg.search_params,
+                           checkpoint_sha256=str(meta.get("checkpoint_sha256", "")),
+                           model_name=str(meta.get("model_name", "")), dataset=dataset,
+                           checkpoint=str(meta.get("checkpoint", cfg.checkpoint)), train_size=cfg.train_size,
+                           batch_rows=cfg.batch_rows, shard_rows=cfg.shard_rows, seed=cfg.seed,
+                           overwrite=cfg.overwrite, spectrum_lambda=dataset_grid(dataset),
+                           preprocess={**meta.get("preprocess", {}), **_dataset_info(dataset)}, meta=meta)
 
 
 def _check_pairing(cfg: IndexConfig, meta: dict[str, Any]) -> None:

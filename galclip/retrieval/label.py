@@ -17,10 +17,11 @@ from typing import Any, Literal
 import numpy as np
 from astropy.table import Table
 
+from galclip.embeddings import EmbeddingStore, QueryKind
 from galclip.errors import ConfigError
 from galclip.retrieval.fewshot import encode_labels, predict_proba
-from galclip.retrieval.store import EmbeddingStore, load_index, valid_rows
-from galclip.retrieval.tables import read_objects, write_table
+from galclip.retrieval.store import load_index, valid_rows
+from galclip.tables import read_objects, write_table
 from galclip.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class LabelConfig:
     label_column: str = "merger"
     shots: int = 0
     targets: str = ""
-    kind: Literal["", "image", "spectrum", "joint"] = ""
+    kind: QueryKind = ""
     method: Literal["knn", "prototype"] = "knn"
     k: int = 10
     temperature: float = 0.1

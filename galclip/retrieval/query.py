@@ -64,17 +64,16 @@ def query_from_id(loaded: LoadedIndex, object_id: str, kind: str = "") -> Query:
 
 def load_checked_model(loaded: LoadedIndex, checkpoint: str = "") -> Any:
     """The index's model; refuses a checkpoint whose hash differs from the manifest's."""
-    from galclip.models.checkpoint import checkpoint_hash, load_model
+    from galclip.encode import load_checkpoint
 
-    ckpt = checkpoint or loaded.manifest.checkpoint
-    if not ckpt:
+    ckpt_path = checkpoint or loaded.manifest.checkpoint
+    if not ckpt_path:
         raise ConfigError("file queries need the model: give checkpoint=... (the index manifest names none)")
-    sha = checkpoint_hash(ckpt)
-    if loaded.manifest.checkpoint_sha256 and sha != loaded.manifest.checkpoint_sha256:
-        raise InputFileError(ckpt, f"checkpoint differs from the one index {loaded.root} was built with "
-                                   f"(sha256 {sha[:12]}… vs {loaded.manifest.checkpoint_sha256[:12]}…)")
-    model, _ = load_model(ckpt)
-    return model.eval()
+    ckpt = load_checkpoint(ckpt_path)
+    if loaded.manifest.checkpoint_sha256 and ckpt.sha256 != loaded.manifest.checkpoint_sha256:
+        raise InputFileError(ckpt_path, f"checkpoint differs from the one index {loaded.root} was built with "
+                                        f"(sha256 {ckpt.sha256[:12]}… vs {loaded.manifest.checkpoint_sha256[:12]}…)")
+    return ckpt.model
 
 
 def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:

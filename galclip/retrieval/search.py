@@ -9,19 +9,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 from astropy.table import Table, vstack
 
 from galclip.config import from_dict
 from galclip.data.preprocess import ImagePrep, SpectrumPrep
+from galclip.embeddings import QueryKind
 from galclip.errors import ConfigError
-from galclip.retrieval.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
+from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
 from galclip.retrieval.query import (Query, load_checked_model, queries_from_spectrum_file, query_from_id,
                                      query_from_image_file)
 from galclip.retrieval.store import LoadedIndex, load_index
-from galclip.retrieval.tables import write_table
+from galclip.tables import write_table
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class SearchConfig:
     index: str = ""
     out: str = "runs/search"
     object_id: str = ""
-    query_kind: Literal["", "image", "spectrum", "joint"] = ""
+    query_kind: QueryKind = ""
     image_file: str = ""
     spectrum_file: str = ""
     k: int = 10

@@ -4,9 +4,9 @@ An index directory holds::
 
     index.faiss      the FAISS index (faiss.write_index, written atomically)
     index.ivfdata    inverted lists of a sharded/on-disk IVF index (only when built that way)
-    embeddings.h5    the id map (row i ↔ faiss id i: object_id, ra, dec, has_image,
-                     has_spectrum, label columns) and the image/spectrum/joint embeddings of
-                     every row, so cross-modal queries can be answered from the same store
+    embeddings.h5    the embeddings file of :mod:`galclip.embeddings` (the format ``galclip
+                     embed`` writes): id map (row i ↔ faiss id i) and the image/spectrum/joint
+                     embeddings of every row, so cross-modal queries use the same store
     index.json       manifest: checkpoint sha256, embedding kind, dimension, factory string,
                      count, metric, ...
 
@@ -22,12 +22,12 @@ import datetime as _dt
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Sequence
 
 import faiss
-import h5py
 import numpy as np
 
+from galclip.embeddings import EmbeddingStore
 from galclip.errors import InputFileError
 from galclip.utils.io import atomic_path, atomic_write_json
 
@@ -37,10 +37,8 @@ INDEX_FILE = "index.faiss"
 IVFDATA_FILE = "index.ivfdata"
 EMBEDDINGS_FILE = "embeddings.h5"
 MANIFEST_FILE = "index.json"
-EMBED_KINDS = ("image", "spectrum", "joint")
 METRIC = "inner_product"
 FORMAT_VERSION = 1
-ID_COLUMNS = ("object_id", "ra", "dec", "has_image", "has_spectrum")
 
 
 @dataclasses.dataclass
@@ -96,138 +94,6 @@ def normalise(x: np.ndarray) -> np.ndarray:
 def valid_rows(x: np.ndarray) -> np.ndarray:
     """Rows whose embedding exists (a missing modality is stored as a NaN row)."""
     return np.isfinite(x).all(axis=1) & (np.abs(x).sum(axis=1) > 0)
-
-
-# -- embeddings store ------------------------------------------------------------------------
-
-def write_store(path: str | Path, idmap: Mapping[str, np.ndarray], embeddings: Mapping[str, Any],
-                labels: Mapping[str, np.ndarray] | None = None, attrs: Mapping[str, Any] | None = None,
-                batch_rows: int = 65536, spectrum_lambda: np.ndarray | None = None) -> Path:
-    """Write ``embeddings.h5`` atomically, copying embeddings in row batches (bounded memory).
-
-    Args:
-        path: output file.
-        idmap: ``object_id`` (str), ``ra``, ``dec``, ``has_image``, ``has_spectrum`` (N,).
-        embeddings: kind → (N,D) array-like supporting row slicing (ndarray, memmap, h5py).
-        labels: optional label columns (N,).
-        attrs: provenance stored as HDF5 attributes.
-        spectrum_lambda: the dataset's observed wavelength grid (Å), so spectrum-file queries
-            can be resampled onto it without the dataset at hand.
-    """
-    n = len(idmap["object_id"])
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("object_id", data=np.asarray([str(v) for v in idmap["object_id"]], dtype=object),
-                              dtype=h5py.string_dtype())
-            for key in ("ra", "dec"):
-                h5.create_dataset(key, data=np.asarray(idmap.get(key, np.full(n, np.nan)), np.float64))
-            for key in ("has_image", "has_spectrum"):
-                h5.create_dataset(key, data=np.asarray(idmap.get(key, np.zeros(n, bool)), bool))
-            grp = h5.create_group("labels")
-            for key, val in (labels or {}).items():
-                grp.create_dataset(key, data=np.asarray(val, np.float64))
-            emb = h5.create_group("embeddings")
-            for kind, arr in embeddings.items():
-                if arr is None:
-                    continue
-                if len(arr) != n:
-                    raise ValueError(f"{kind} embeddings have {len(arr)} rows, id map has {n}")
-                ds = emb.create_dataset(kind, shape=(n, arr.shape[1]), dtype=np.float32,
-                                        chunks=(min(n, 4096) or 1, arr.shape[1]))
-                for a in range(0, n, batch_rows):
-                    ds[a:a + batch_rows] = np.asarray(arr[a:a + batch_rows], np.float32)
-            if spectrum_lambda is not None:
-                h5.create_dataset("spectrum_lambda", data=np.asarray(spectrum_lambda, np.float64))
-            for key, val in (attrs or {}).items():
-                h5.attrs[key] = json.dumps(val, default=str)
-    return Path(path)
-
-
-class EmbeddingStore:
-    """Read access to ``embeddings.h5``: the id map in memory, embeddings read on demand."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self._h5 = h5py.File(self.path, "r")
-        except (OSError, FileNotFoundError) as exc:
-            raise InputFileError(self.path, f"cannot open embeddings store ({exc})") from None
-        h5 = self._h5
-        missing = [k for k in ID_COLUMNS if k not in h5]
-        if missing or "embeddings" not in h5:
-            raise InputFileError(self.path, f"not a galclip embeddings store (missing {missing or ['embeddings']})")
-        self.object_id = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in h5["object_id"][()]],
-                                    dtype=object)
-        self.ra = h5["ra"][()]
-        self.dec = h5["dec"][()]
-        self.has_image = h5["has_image"][()].astype(bool)
-        self.has_spectrum = h5["has_spectrum"][()].astype(bool)
-        self._row: dict[str, int] | None = None
-
-    def __len__(self) -> int:
-        return int(self.object_id.size)
-
-    @property
-    def kinds(self) -> list[str]:
-        return list(self._h5["embeddings"].keys())
-
-    @property
-    def label_columns(self) -> list[str]:
-        return list(self._h5["labels"].keys()) if "labels" in self._h5 else []
-
-    @property
-    def spectrum_lambda(self) -> np.ndarray | None:
-        """The dataset's wavelength grid (Å) when it was stored at build time."""
-        return self._h5["spectrum_lambda"][()] if "spectrum_lambda" in self._h5 else None
-
-    def dim(self, kind: str) -> int:
-        return int(self._h5["embeddings"][kind].shape[1])
-
-    def label(self, name: str) -> np.ndarray:
-        if name not in self.label_columns:
-            raise InputFileError(self.path, f"no label column {name!r} (have: {', '.join(self.label_columns) or 'none'})")
-        return self._h5["labels"][name][()]
-
-    def embeddings(self, kind: str, rows: Sequence[int] | np.ndarray | slice | None = None) -> np.ndarray:
-        """Embeddings of ``kind`` for ``rows`` (all rows when None), float32, NaN = missing."""
-        if kind not in self.kinds:
-            raise InputFileError(self.path, f"no {kind!r} embeddings stored (have: {', '.join(self.kinds)})")
-        ds = self._h5["embeddings"][kind]
-        if rows is None:
-            return ds[()].astype(np.float32)
-        if isinstance(rows, slice):
-            return ds[rows].astype(np.float32)
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return np.zeros((0, ds.shape[1]), np.float32)
-        order = np.argsort(rows)  # h5py fancy indexing needs increasing, unique indices
-        uniq, inv = np.unique(rows[order], return_inverse=True)
-        got = ds[uniq][inv]
-        out = np.empty_like(got)
-        out[order] = got
-        return out.astype(np.float32)
-
-    def iter_batches(self, kind: str, batch_rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
-        """(start_row, block) pairs over all rows, so a survey never has to fit in memory."""
-        ds = self._h5["embeddings"][kind]
-        for a in range(0, len(self), batch_rows):
-            yield a, ds[a:a + batch_rows].astype(np.float32)
-
-    def rows_of(self, object_ids: Sequence[str], strict: bool = True) -> np.ndarray:
-        """Row numbers of ``object_ids`` (-1 for unknown ids unless ``strict``)."""
-        if self._row is None:
-            self._row = {oid: i for i, oid in enumerate(self.object_id)}
-        rows = np.asarray([self._row.get(str(o), -1) for o in object_ids], dtype=np.int64)
-        if strict and (rows < 0).any():
-            bad = [str(o) for o, r in zip(object_ids, rows) if r < 0]
-            raise InputFileError(self.path, f"object id {bad[0]!r} not in the index ({len(bad)} unknown)")
-        return rows
-
-    def close(self) -> None:
-        try:
-            self._h5.close()
-        except Exception:  # pragma: no cover
-            pass
 
 
 # -- index directories ---------------------------------------------------------------------------

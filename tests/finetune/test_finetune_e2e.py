@@ -38,7 +38,8 @@ def test_finetune_writes_head_metrics_and_per_object_tables(tiny_dataset: Path, 
     from galclip.data.dataset import DataConfig, SurveyDataset
     from galclip.finetune.features import extract_features, feature_tensors
     from galclip.finetune.head_training import predict
-    from galclip.finetune.train import load_head, run_finetune
+    from galclip.finetune.head_io import load_head
+    from galclip.finetune.train import run_finetune
 
     out = tmp_path / f"run_{kind}"
     fast = ["train.epochs=3", "train.cv_folds=0"] if kind == "cross_attention" else []  # heavier head: keep it short

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,6 @@ from galclip.config import load_config
 from galclip.errors import ConfigError, InputFileError
 from galclip.models import (GalClip, ModelConfig, build_model, checkpoint_hash, get_model_config, list_models,
                             load_model, register_tower, save_checkpoint, TOWERS)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tiny(**kw) -> ModelConfig:
@@ -61,10 +58,12 @@ def test_bad_pixels_do_not_leak(kind):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_preset_builds_and_matches_yaml(name):
+def test_every_preset_builds_and_loads_by_name_or_path(name):
+    from galclip.models.config import PRESET_DIR
+
     cfg = get_model_config(name)
-    yaml_cfg = load_config(ModelConfig, ROOT / "configs" / "models" / f"{name}.yaml")
-    assert yaml_cfg == cfg, f"configs/models/{name}.yaml differs from MODEL_PRESETS[{name!r}]"
+    yaml_cfg = load_config(ModelConfig, PRESET_DIR / f"{name}.yaml")
+    assert yaml_cfg == cfg and cfg.name == name
     if name in ("base", "base-resnet"):
         return  # GPU-sized: construction alone costs seconds; covered by the same code paths
     m = build_model(get_model_config(name, n_bands=3, spectrum_length=300))
@@ -73,6 +72,7 @@ def test_every_preset_builds_and_matches_yaml(name):
 
 
 def test_unknown_model_and_kind():
+    assert list_models() == ["base", "base-resnet", "compact", "small", "small-conv", "tiny"]  # package data found
     with pytest.raises(ConfigError, match="unknown model"):
         get_model_config("nope")
     with pytest.raises(ConfigError, match="unknown spectrum.kind"):

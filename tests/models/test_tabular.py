@@ -205,7 +205,7 @@ def test_galclip_with_tabular_second_tower_trains_and_roundtrips(tmp_path):
     from galclip.data.dataset import SurveyDataset, collate
     from galclip.data.tabular import dataset_table
     from galclip.models import build_model, get_model_config, load_model, save_checkpoint
-    from galclip.models.tabular import TabularSecondTower, with_tabular_tower
+    from galclip.models.tabular_tower import TabularSecondTower, with_tabular_tower
 
     torch.manual_seed(0)
     ds = SurveyDataset(_tab_dataset(tmp_path))
@@ -243,7 +243,7 @@ def test_galclip_with_tabular_second_tower_trains_and_roundtrips(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.encode_spectrum(x, ivar), model.encode_spectrum(x_nan, None))
     # the one helper pretraining/embedding use to pick the second modality
-    from galclip.models.tabular import is_tabular_model, second_tower_inputs
+    from galclip.models.tabular_tower import is_tabular_model, second_tower_inputs
 
     allmiss = dict(batch, tabular=torch.full_like(batch["tabular"], float("nan")))
     xs, iv, _, present = second_tower_inputs(model, allmiss, ds.tabular_names)
@@ -266,7 +266,7 @@ def test_resolve_tabular_tower_fits_on_training_rows_only(tmp_path):
     from galclip.data.dataset import SurveyDataset
     from galclip.errors import InputFileError
     from galclip.models import get_model_config
-    from galclip.models.tabular import resolve_tabular_tower
+    from galclip.models.tabular_tower import resolve_tabular_tower
 
     ds = SurveyDataset(_tab_dataset(tmp_path))
     spec = get_model_config("tiny", n_bands=2, image_size=64)
@@ -307,7 +307,7 @@ def test_tabular_tower_config_errors():
 
 
 def test_augment_tabular_views():
-    from galclip.models.tabular import augment_tabular
+    from galclip.pretrain.scarf import augment_tabular
 
     x = torch.randn(2000, 5)
     x[:, 0] = NAN
@@ -325,7 +325,7 @@ def test_augment_tabular_views():
 
 
 def test_scarf_pretrain_learns_without_labels():
-    from galclip.models.tabular import scarf_pretrain
+    from galclip.pretrain.scarf import scarf_pretrain
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=(128, 2)).astype(np.float32)  # two latent factors behind 6 columns
@@ -360,9 +360,10 @@ def test_tabular_as_spectrum_runs_the_unchanged_pretrain_and_embed_code(tmp_path
     """The image↔spectrum trainer's loss and embed_dataset work on the catalogue view."""
     from galclip.data.dataset import SurveyDataset, collate
     from galclip.models import build_model, get_model_config
-    from galclip.models.tabular import TabularAsSpectrum, resolve_tabular_tower
+    from galclip.models.tabular_tower import resolve_tabular_tower
+    from galclip.models.tabular_view import TabularAsSpectrum
     from galclip.pretrain.augment import AugmentConfig
-    from galclip.pretrain.embed import embed_dataset
+    from galclip.encode import embed_dataset
     from galclip.pretrain.module import LossConfig, OptimConfig, PretrainModule
 
     torch.manual_seed(0)
@@ -397,7 +398,8 @@ def test_pretrain_and_embed_cli_stages_with_tabular_tower(tmp_path):
     """``galclip pretrain model_options.spectrum.kind=tabular`` → checkpoint → ``galclip embed``."""
     from galclip.config import load_config
     from galclip.models import load_model
-    from galclip.pretrain.embed import EmbedConfig, read_embeddings, run_embed
+    from galclip.embeddings import read_embeddings
+    from galclip.pretrain.embed import EmbedConfig, run_embed
     from galclip.pretrain.train import PretrainConfig, run_pretrain
 
     data = _tab_dataset(tmp_path)

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.errors import ConfigError, InputFileError
+from galclip.errors import InputFileError
 from galclip.models import build_model, checkpoint_hash, get_model_config, save_checkpoint
-from galclip.pretrain.embed import EmbedConfig, embed_dataset, read_embeddings, run_embed, write_embeddings
+from galclip.encode import embed_dataset
+from galclip.embeddings import read_embeddings, write_embedding_arrays
+from galclip.pretrain.embed import EmbedConfig, run_embed
 
 
 def _model(ds):
@@ -45,7 +47,7 @@ def test_embed_dataset_keys_and_missing_modalities(tiny_dataset):
 def test_refuses_incompatible_model(tiny_dataset):
     ds = SurveyDataset(DataConfig(path=str(tiny_dataset)))
     cfg = get_model_config("tiny", n_bands=3, image_size=32, spectrum_length=ds.spectrum_length)
-    with pytest.raises(ConfigError, match="bands"):
+    with pytest.raises(InputFileError, match="bands"):
         embed_dataset(build_model(cfg), ds, progress=False)
 
 
@@ -68,7 +70,7 @@ def test_run_embed_roundtrip(tiny_dataset, tmp_path):
 
 def test_write_read_and_bad_file(tmp_path):
     arrays = {"object_id": np.array(["a", "b"], dtype=object), "image": np.eye(2, dtype=np.float32)}
-    write_embeddings(tmp_path / "e.h5", arrays, {"model_name": "x"})
+    write_embedding_arrays(tmp_path / "e.h5", arrays, {"model_name": "x"})
     back, meta = read_embeddings(tmp_path / "e.h5")
     assert list(back["object_id"]) == ["a", "b"] and meta == {"model_name": "x"}
     (tmp_path / "bad.h5").write_text("nope")
@@ -78,7 +80,7 @@ def test_write_read_and_bad_file(tmp_path):
 
 def test_embed_with_tabular_second_tower(tabular_survey):
     """A model whose second tower is the tabular encoder embeds the catalogue row."""
-    from galclip.models.tabular import with_tabular_tower
+    from galclip.models.tabular_tower import with_tabular_tower
 
     data = DataConfig(path=str(tabular_survey))
     data.image.size = 32

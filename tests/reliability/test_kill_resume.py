@@ -110,17 +110,17 @@ def test_ingest_killed_and_resumed_keeps_every_file_once(tmp_path: Path) -> None
 
 
 def test_index_build_killed_leaves_no_torn_index(tmp_path: Path) -> None:
-    from galclip.pretrain.embed import write_embeddings
+    from galclip.embeddings import write_embedding_arrays
 
     n, d = 20000, 64
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     emb = tmp_path / "emb.h5"
-    write_embeddings(emb, {"object_id": np.asarray([f"o{i}" for i in range(n)], object), "ra": np.zeros(n),
+    write_embedding_arrays(emb, {"object_id": np.asarray([f"o{i}" for i in range(n)], object), "ra": np.zeros(n),
                            "dec": np.zeros(n), "has_image": np.ones(n, bool), "has_spectrum": np.zeros(n, bool),
                            "image": x, "spectrum": np.full_like(x, np.nan), "joint": x},
-                     {"checkpoint_sha256": "abc", "model_name": "t", "embed_dim": d, "dataset": "none"})
+                           {"checkpoint_sha256": "abc", "model_name": "t", "embed_dim": d, "dataset": "none"})
     out = tmp_path / "index"
     args = ["--out", str(out), f"embeddings={emb}", "kind=image", "factory=HNSW16,Flat", "overwrite=true"]
     kill_when(galclip("index", *args), lambda: out.exists(), timeout=120)

@@ -64,7 +64,7 @@ def test_crash_while_writing_a_shard_leaves_previous_dataset_valid(tmp_path: Pat
 def test_embeddings_file_of_another_kind_is_refused(tmp_path: Path) -> None:
     import h5py
 
-    from galclip.pretrain.embed import read_embeddings
+    from galclip.embeddings import read_embeddings
 
     p = tmp_path / "e.h5"
     with h5py.File(p, "w") as h5:

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from galclip.retrieval.gallery import gallery_png, html_report, items_from_dataset, rgb_composite
+from galclip.gallery import gallery_png, html_report, items_from_dataset, rgb_composite
 
 
 def test_rgb_composite_is_uint8_and_brightens_the_galaxy():

@@ -100,12 +100,9 @@ class SimulateConfig:
             raise ValueError("n_jobs, shard_size and chunk_size must be >= 1")
 
     def sim_params(self) -> SimParams:
-        return SimParams(bands=tuple(self.bands), image_size=self.image_size, pixel_scale=self.pixel_scale,
-                         merger_fraction=self.merger_fraction, projected_fraction=self.projected_fraction,
-                         stage_weights=tuple(self.stage_weights), difficulty=self.difficulty,
-                         image_noise=self.image_noise, spectrum_noise=self.spectrum_noise,
-                         field_density=self.field_density, star_density=self.star_density,
-                         cosmic_rate=self.cosmic_rate)
+        """The settings that shape a galaxy, by name (every :class:`SimParams` field is one of ours)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SimParams)}
+        return SimParams(**values | {"bands": tuple(self.bands), "stage_weights": tuple(self.stage_weights)})
 
 
 def tabular_columns(cfg: SimulateConfig) -> list[str]:
@@ -114,9 +111,9 @@ def tabular_columns(cfg: SimulateConfig) -> list[str]:
         return []
     cols = list(SPECTRAL_COLUMNS)
     if cfg.morphology:
-        from galclip.data.morphology import MORPH_COLUMNS
+        from galclip.data.morphology import MorphologyOptions
 
-        cols += [f"morph_{c}" for c in MORPH_COLUMNS]
+        cols += [f"morph_{c}" for c in MorphologyOptions().columns()]
     return cols
 
 

@@ -1,14 +1,26 @@
-"""Result tables for astronomers: CSV and FITS (astropy) keyed by object_id, written atomically."""
+"""Result tables for astronomers: CSV and FITS (astropy) keyed by object_id, written atomically.
+
+Shared by every stage that writes per-object results (``finetune``, ``evaluate``,
+``search``, ``label``, ``candidates``).
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from astropy.table import Table
 
 from galclip.errors import InputFileError
 from galclip.utils.io import atomic_path
+
+
+def columns_table(columns: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> Table:
+    """Per-object columns → an astropy Table; ``meta`` keys become FITS keywords (≤ 8 chars)."""
+    table = Table({k: np.asarray(v) for k, v in columns.items()})
+    for k, v in (meta or {}).items():
+        table.meta[k.upper()[:8]] = v
+    return table
 
 
 def write_table(table: Table, stem: str | Path, formats: Sequence[str] = ("csv", "fits")) -> list[Path]:

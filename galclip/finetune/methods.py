@@ -1,0 +1,160 @@
+"""Methods of ``galclip evaluate``: a small registry of objects, not strings.
+
+Each method says what it needs (an encoder's features, tabular statistics, raw images) and
+turns one labeled subset into scored test rows; the harness only loops over
+:data:`METHODS`. Adding a method (or changing which vector a method reads) is one entry here.
+
+=========================  ==============================================================
+galclip_fusion             pretrained image+spectrum embeddings → fusion head; also scored
+                           with image-only and spectrum-only inference (``@image_only``...)
+galclip_fusion_morph       the same + morphology/catalogue statistics (linear term + branch)
+galclip_image              pretrained image tower alone → same head (single modality)
+galclip_image_tabular      pretrained image tower + tabular statistics
+galclip_spectrum           pretrained spectrum tower alone → same head (single modality)
+tabular_head               tabular statistics only → same head
+random_init                randomly initialised encoders, fused → same head
+image_ssl                  image tower of an image-only SSL checkpoint (``image_ssl_checkpoint``)
+image_ssl_morph            the same + morphology statistics
+morphology_lr              Gini/M20/A/C... + logistic regression (scikit-learn); morphology
+                           columns only, even when the dataset has other catalogue columns
+cnn_scratch                small timm CNN trained from scratch with augmentation
+=========================  ==============================================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from galclip.finetune.baselines import cnn_from_scratch, morphology_lr
+from galclip.finetune.features import feature_tensors
+from galclip.finetune.head_io import head_factory
+from galclip.finetune.head_training import fit_with_threshold, predict
+
+#: (row name: method [+ inference variant], test rows scored, p(merger), decision threshold)
+Scored = tuple[str, np.ndarray, np.ndarray, float]
+
+
+@dataclasses.dataclass
+class Bench:
+    """What every method of one evaluation shares (the same labels, test rows and inputs)."""
+
+    cfg: Any  # EvaluateConfig
+    yi: np.ndarray
+    test: np.ndarray
+    features: dict[str, dict[str, np.ndarray]]  # encoder ("pretrained", "random", "image_ssl") → features
+    tab: np.ndarray | None = None
+    tab_names: list[str] = dataclasses.field(default_factory=list)
+    morph_cols: list[int] = dataclasses.field(default_factory=list)
+    images: torch.Tensor | None = None
+
+    @property
+    def has_spectra(self) -> bool:
+        return bool(self.features["pretrained"]["has_spectrum"].any())
+
+
+class Method(Protocol):
+    """An evaluated method: its needs and one fit + score on a labeled subset."""
+
+    name: str
+    features: str  # encoder whose features it reads ("" = none)
+    tabular: bool
+    images: bool
+
+    def available(self, bench: Bench) -> bool: ...
+
+    def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadMethod:
+    """Encoder features (+ tabular statistics) → the fusion head of ``cfg.head``.
+
+    ``modalities`` None = every modality the data has; ``single`` = modalities also scored
+    alone at inference (rows ``<name>@<modality>_only``).
+    """
+
+    name: str
+    features: str
+    modalities: tuple[str, ...] | None
+    tabular: bool = False
+    single: tuple[str, ...] = ()
+    images: bool = False
+
+    def _modalities(self, bench: Bench) -> list[str]:
+        if self.modalities is None:
+            return ["image", "spectrum"] if bench.has_spectra else ["image"]
+        return list(self.modalities)
+
+    def available(self, bench: Bench) -> bool:
+        return (self.features in bench.features and not (self.tabular and bench.tab is None)
+                and ("spectrum" not in self._modalities(bench) or bench.has_spectra))
+
+    def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
+        t0 = time.time()
+        cfg, feats, mods = bench.cfg, bench.features[self.features], self._modalities(bench)
+        tab = bench.tab if self.tabular else None
+        hcfg = dataclasses.replace(cfg.head, tabular=cfg.tabular_head if self.tabular else "none")
+        factory = head_factory(hcfg, feats, mods, 1, bench.tab_names if self.tabular else [], seed)
+        ftr = feature_tensors(feats, train_rows, tab, keep=mods)
+        head, thr, _ = fit_with_threshold(factory, ftr, bench.yi[train_rows], cfg.train, seed=seed)
+        secs = time.time() - t0
+        scored = []
+        for suffix, keep in {"": mods, **{f"@{m}_only": [m] for m in self.single}}.items():
+            rows = bench.test
+            for mod in keep if suffix else []:  # single-modality inference only where it exists
+                rows = rows[feats[f"has_{mod}"][rows].astype(bool)]
+            scored.append((self.name + suffix, rows, predict(head, feature_tensors(feats, rows, tab, keep=keep)), thr))
+        return secs, scored
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A method without galclip features: ``fit`` trains on the labeled rows and scores the test rows."""
+
+    name: str
+    fit: Callable[[Bench, np.ndarray, int], tuple[np.ndarray, float]]
+    ready: Callable[[Bench], bool]
+    tabular: bool = False
+    images: bool = False
+    features: str = ""
+
+    def available(self, bench: Bench) -> bool:
+        return self.ready(bench)
+
+    def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
+        t0 = time.time()
+        p, thr = self.fit(bench, train_rows, seed)
+        return time.time() - t0, [(self.name, bench.test, p, thr)]
+
+
+def _morphology_lr(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """The classical baseline: morphology statistics only + logistic regression."""
+    cfg, xm = bench.cfg, bench.tab[:, bench.morph_cols]
+    return morphology_lr(xm[train_rows], bench.yi[train_rows], xm[bench.test], cfg.morph_lr_c, cfg.train.cv_folds,
+                         cfg.train.threshold_metric, seed)
+
+
+def _cnn_scratch(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """A small CNN trained from scratch on the labeled cutouts (no pretraining at all)."""
+    return cnn_from_scratch(bench.images, bench.yi, train_rows, bench.test, bench.cfg.cnn, seed,
+                            bench.cfg.train.threshold_metric)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    HeadMethod("galclip_fusion", "pretrained", ("image", "spectrum"), single=("image", "spectrum")),
+    HeadMethod("galclip_fusion_morph", "pretrained", ("image", "spectrum"), tabular=True, single=("image",)),
+    HeadMethod("galclip_image", "pretrained", ("image",)),
+    HeadMethod("galclip_image_tabular", "pretrained", ("image",), tabular=True),
+    HeadMethod("galclip_spectrum", "pretrained", ("spectrum",)),
+    HeadMethod("tabular_head", "pretrained", (), tabular=True),
+    HeadMethod("random_init", "random", None),
+    HeadMethod("image_ssl", "image_ssl", ("image",)),
+    HeadMethod("image_ssl_morph", "image_ssl", ("image",), tabular=True),
+    Baseline("morphology_lr", _morphology_lr, lambda bench: bool(bench.morph_cols), tabular=True),
+    Baseline("cnn_scratch", _cnn_scratch, lambda bench: bench.images is not None, images=True),
+)}
+ALL_METHODS = tuple(METHODS)

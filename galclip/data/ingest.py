@@ -35,7 +35,7 @@ from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.crossmatch import MatchResult, crossmatch, match_by_position
 from galclip.data.morphology import MorphologyOptions, Stamp, measure_stamps, morphology_stamp
-from galclip.data.preprocess import crop_and_resize, crop_pixels, log_grid, resample_spectrum
+from galclip.data.preprocess import log_grid, resample_spectrum, stored_cutout
 from galclip.data.readers.catalogs import Catalog, read_catalog
 from galclip.data.readers.images import FITS_SUFFIXES, JPEG_SUFFIXES, ImageRecord, read_fits_bands, read_image
 from galclip.data.readers.spectra import SpectrumRecord, read_spectrum_file
@@ -433,10 +433,9 @@ def _image_columns(meta: _ImageMeta, cfg: IngestConfig, stamps: StampSource | No
     rec = stamps.cut(meta.object_id) if stamps is not None else _read_unit(meta.files, cfg)
     scale = rec.pixel_scale if np.isfinite(rec.pixel_scale) else float(cfg.pixel_scale)
     try:
-        n = crop_pixels(cfg.image_crop, min(rec.image.shape[-2:]), scale)
+        img, iv, n = stored_cutout(rec.image, rec.ivar, cfg.image_size, cfg.image_crop, cfg.image_resize, scale)
     except ValueError as exc:
         raise ConfigError(f"{rec.path}: image_crop: {exc}") from None
-    img, iv = crop_and_resize(rec.image, rec.ivar, n, cfg.image_size, cfg.image_resize)
     out = {S.IMAGE: img, S.IMAGE_IVAR: iv, S.HAS_IMAGE: True, S.IMAGE_PSF: rec.psf_fwhm,
            S.IMAGE_SCALE: scale * n / cfg.image_size if cfg.image_resize == "area" else scale}
     if stamps is not None:

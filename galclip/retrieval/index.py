@@ -230,5 +230,8 @@ def _dataset_info(dataset: str) -> dict[str, Any]:
     except InputFileError:
         return {}
     ingest = (man.provenance or {}).get("config", {}) if isinstance(man.provenance, dict) else {}
-    mode = ingest.get("image_resize", "area") if isinstance(ingest, dict) else "area"
-    return {"bands": list(man.bands), "stored_image_size": int(man.image_size), "image_resize": str(mode)}
+    ingest = ingest if isinstance(ingest, dict) else {}
+    scale = ingest.get("pixel_scale")
+    return {"bands": list(man.bands), "stored_image_size": int(man.image_size),
+            "image_resize": str(ingest.get("image_resize", "area")), "image_crop": str(ingest.get("image_crop") or ""),
+            "pixel_scale": float(scale) if isinstance(scale, (int, float)) else float("nan")}

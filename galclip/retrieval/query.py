@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -76,8 +76,9 @@ def load_checked_model(loaded: LoadedIndex, checkpoint: str = "") -> Any:
     return ckpt.model
 
 
-def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pixels (B,H,W) float32 and ivar from a FITS cutout or JPEG/PNG, in the dataset's band order.
+def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pixels (B,H,W) float32, ivar and pixel scale (NaN if unknown) from a FITS cutout or
+    JPEG/PNG, in the dataset's band order.
 
     Uses the data team's readers (:func:`galclip.data.readers.images.read_image`). FITS
     bands are selected by name; colour images (R,G,B = i,r,g) are reordered to ``bands``
@@ -91,27 +92,36 @@ def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tup
     if bands and is_colour and sorted(rec.bands) == sorted(bands) and list(rec.bands) != list(bands):
         order = [list(rec.bands).index(b) for b in bands]
         img, ivar = img[order], ivar[order]
-    return img, ivar
+    return img, ivar, float(rec.pixel_scale)
 
 
 @torch.no_grad()
-def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, bands: Sequence[str] | None = None,
-                          stored_size: int = 0, resize_mode: str = "area") -> Query:
+def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored: Mapping[str, Any]) -> Query:
     """Embed an image file with the image tower, preprocessed like the dataset.
 
-    The cutout is first brought to the dataset's stored size the way ingest does it
-    (``stored_size`` / ``resize_mode``), then the dataset preprocessing ``prep`` runs.
+    The cutout is first brought to the dataset's stored form the way ingest does it
+    (``stored``: ``bands``, ``stored_image_size``, ``image_crop``, ``image_resize``,
+    ``pixel_scale`` from the index), then the dataset preprocessing ``prep`` runs.
     """
-    from galclip.data.ingest import square_resize
+    from galclip.data.preprocess import stored_cutout
 
     path = Path(path)
-    img, ivar = read_image_file(path, bands)
+    img, ivar, scale = read_image_file(path, stored.get("bands"))
     n_bands = int(model.cfg.n_bands)
     if img.shape[0] != n_bands:
         raise InputFileError(path, f"image has {img.shape[0]} bands, the model expects {n_bands}")
-    if stored_size and img.shape[-2:] != (stored_size, stored_size):
-        img, ivar = square_resize(img, ivar, stored_size, resize_mode)
-    x, _ = prepare_image(img, ivar, prep)
+    size = int(stored.get("stored_image_size", 0))
+    if not np.isfinite(scale):
+        scale = float(stored.get("pixel_scale", float("nan")))
+    if size and img.shape[-2:] != (size, size):  # a file already at the stored size is used as is
+        try:
+            img, ivar, n = stored_cutout(img, ivar, size, str(stored.get("image_crop", "")),
+                                         str(stored.get("image_resize", "area")), scale)
+        except ValueError as exc:
+            raise InputFileError(path, str(exc)) from None
+        if np.isfinite(scale) and stored.get("image_resize", "area") == "area":
+            scale = scale * n / size
+    x, _ = prepare_image(img, ivar, prep, scale)
     vec = model.encode_image(torch.from_numpy(x)[None]).float().numpy()[0]
     return Query(name=path.name, kind="image", vector=vec, image=img)
 

@@ -111,8 +111,7 @@ def build_queries(loaded: LoadedIndex, cfg: SearchConfig) -> list[Query]:
     img_prep, spec_prep = _prep(loaded, cfg)
     if cfg.image_file:
         info = loaded.manifest.preprocess or {}
-        return [query_from_image_file(model, cfg.image_file, img_prep, info.get("bands"),
-                                      int(info.get("stored_image_size", 0)), str(info.get("image_resize", "area")))]
+        return [query_from_image_file(model, cfg.image_file, img_prep, info)]
     grid = loaded.store.spectrum_lambda
     if grid is None:
         raise ConfigError(f"index {loaded.root} has no wavelength grid stored (built without a spectroscopic "

@@ -90,6 +90,30 @@ def test_file_queries_find_the_same_object(tmp_path, tiny_dataset, tiny_checkpoi
     assert set(t["query_kind"]) == {"spectrum"} and len(t) == 3
 
 
+def test_image_file_query_is_cropped_like_ingest(tmp_path, tiny_dataset, tiny_checkpoint):
+    """A native cutout is centre-cropped (the ingest's image_crop) then resized, as ingest stored it."""
+    from galclip.retrieval.query import query_from_image_file
+
+    ds = SurveyDataset(DataConfig(path=str(tiny_dataset)))
+    raw = ds.raw_row(5)
+    fits.PrimaryHDU(raw["image_array"]).writeto(tmp_path / "stored.fits")
+    native = np.pad(np.kron(raw["image_array"], np.ones((1, 2, 2), np.float32)), ((0, 0), (16, 16), (16, 16)))
+    fits.PrimaryHDU(native).writeto(tmp_path / "native.fits")  # 96 px: the 64-px centre is the object
+    model = load_index(_index(tmp_path, tiny_dataset, tiny_checkpoint, "image")).manifest
+    from galclip.encode import load_checkpoint
+
+    net = load_checkpoint(str(tiny_checkpoint)).model
+    prep = ImagePrep(size=32)
+    stored = {"stored_image_size": 32, "image_resize": "area", "image_crop": "64px", "bands": model.preprocess["bands"]}
+    ref = query_from_image_file(net, tmp_path / "stored.fits", prep, stored).vector
+    got = query_from_image_file(net, tmp_path / "native.fits", prep, stored).vector
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    off = query_from_image_file(net, tmp_path / "native.fits", prep, {**stored, "image_crop": ""}).vector
+    assert not np.allclose(off, ref, atol=1e-3)  # without the crop the galaxy is shrunk: another vector
+    with pytest.raises(InputFileError, match="pixel scale is unknown"):
+        query_from_image_file(net, tmp_path / "native.fits", prep, {**stored, "image_crop": "20arcsec"})
+
+
 def test_file_query_refuses_a_different_checkpoint(tmp_path, tiny_dataset, tiny_checkpoint):
     import torch
 

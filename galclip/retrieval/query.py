@@ -36,6 +36,9 @@ class Query:
         image: (B,H,W) pixels for the gallery, or None.
         wave, flux, ivar: the query spectrum for the gallery, or None.
         ra, dec: query position when known.
+        z: the query's redshift when its file gives one (e.g. SDSS ``Z``), else NaN.
+        coverage: fraction of the model's wavelength grid the query spectrum covers (the
+            rest is masked); 1 for images.
     """
 
     name: str
@@ -48,6 +51,8 @@ class Query:
     ivar: np.ndarray | None = None
     ra: float = float("nan")
     dec: float = float("nan")
+    z: float = float("nan")
+    coverage: float = 1.0
 
 
 def query_from_id(loaded: LoadedIndex, object_id: str, kind: str = "") -> Query:
@@ -127,12 +132,15 @@ def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored:
 
 
 @torch.no_grad()
-def queries_from_spectrum_file(model: Any, path: str | Path, grid: np.ndarray, prep: SpectrumPrep) -> list[Query]:
+def queries_from_spectrum_file(model: Any, path: str | Path, grid: np.ndarray, prep: SpectrumPrep,
+                               min_overlap: float = 0.3) -> list[Query]:
     """Embed every object of an SDSS/DESI/BOSS spectrum file with the spectrum tower.
 
     Each spectrum is resampled (flux-conserving) onto the dataset's observed wavelength
     grid ``grid`` and then prepared like dataset spectra (same de-redshifting, binning and
-    normalisation), so the tower sees what it saw in training.
+    normalisation), so the tower sees what it saw in training. Grid pixels outside the
+    spectrum's wavelength range are masked (ivar 0) and said so; an object covering less
+    than ``min_overlap`` of the grid (in log wavelength) is skipped with a warning.
     """
     from galclip.data.readers.spectra import read_spectrum_file
 
@@ -142,9 +150,18 @@ def queries_from_spectrum_file(model: Any, path: str | Path, grid: np.ndarray, p
         log.warning("%s", note)
     out = []
     for rec in records:
+        cover = grid_coverage(rec.wave, grid)
+        if cover < min_overlap:
+            log.warning("%s: object %s covers %.0f%% of the model's %.0f-%.0f Å grid (< %.0f%%); skipped",
+                        path, rec.object_id, 100 * cover, grid[0], grid[-1], 100 * min_overlap)
+            continue
+        if cover < 0.999:
+            log.info("%s: object %s covers %.0f%% of the model's %.0f-%.0f Å grid; masked outside %.0f-%.0f Å",
+                     path, rec.object_id, 100 * cover, grid[0], grid[-1], max(rec.wave.min(), grid[0]),
+                     min(rec.wave.max(), grid[-1]))
         flux, ivar = resample_spectrum(rec.wave, rec.flux, rec.ivar, grid)
         if np.count_nonzero(ivar > 0) < 8:
-            log.warning("%s: object %s does not overlap the dataset wavelength grid; skipped", path, rec.object_id)
+            log.warning("%s: object %s has no valid pixel on the dataset wavelength grid; skipped", path, rec.object_id)
             continue
         f, iv, scale = prepare_spectrum(grid, flux, ivar, float(rec.z), prep)
         n = int(model.cfg.spectrum_length)
@@ -155,7 +172,18 @@ def queries_from_spectrum_file(model: Any, path: str | Path, grid: np.ndarray, p
                                     torch.tensor([scale])).float().numpy()[0]
         name = f"{path.name}:{rec.object_id}" if len(records) > 1 else path.name
         out.append(Query(name=name, kind="spectrum", vector=vec, wave=rec.wave, flux=rec.flux, ivar=rec.ivar,
-                         ra=rec.ra, dec=rec.dec))
+                         ra=rec.ra, dec=rec.dec, z=float(rec.z), coverage=cover))
     if not out:
-        raise InputFileError(path, "no spectrum in this file overlaps the dataset wavelength grid")
+        raise InputFileError(path, f"no spectrum in this file covers {min_overlap:.0%} of the model's "
+                                   f"{grid[0]:.0f}-{grid[-1]:.0f} Å wavelength grid")
     return out
+
+
+def grid_coverage(wave: np.ndarray, grid: np.ndarray) -> float:
+    """Fraction of ``grid``'s log-wavelength span inside ``[min(wave), max(wave)]``."""
+    w = np.asarray(wave, np.float64)
+    w = w[np.isfinite(w) & (w > 0)]
+    if w.size < 2:
+        return 0.0
+    lo, hi = np.log(max(w.min(), grid[0])), np.log(min(w.max(), grid[-1]))
+    return float(max(0.0, hi - lo) / (np.log(grid[-1]) - np.log(grid[0])))

@@ -48,6 +48,8 @@ class SearchConfig:
         gallery: write ``gallery.png`` and ``report.html`` (needs the dataset for pixels).
         dataset: dataset for gallery pixels ("" = the one recorded in the manifest).
         mmap: memory-map the index instead of loading it into RAM.
+        min_overlap: a query spectrum must cover this fraction of the model's wavelength grid
+            (the rest is masked); objects below it are skipped with a warning.
     """
 
     index: str = ""
@@ -64,6 +66,7 @@ class SearchConfig:
     gallery: bool = True
     dataset: str = ""
     mmap: bool = False
+    min_overlap: float = 0.3
 
 
 def neighbours(loaded: LoadedIndex, queries: Sequence[Query], k: int) -> Table:
@@ -84,6 +87,7 @@ def neighbours(loaded: LoadedIndex, queries: Sequence[Query], k: int) -> Table:
         ok = r >= 0
         r, s = r[ok], s[ok]
         tabs.append(Table({"query": [q.name] * len(r), "query_kind": [q.kind] * len(r),
+                           "query_z": [q.z] * len(r), "query_coverage": [q.coverage] * len(r),
                            "rank": np.arange(1, len(r) + 1), "object_id": st.object_id[r].astype(str),
                            "ra": st.ra[r], "dec": st.dec[r], "score": s.astype(np.float64),
                            "has_image": st.has_image[r], "has_spectrum": st.has_spectrum[r]}))
@@ -116,7 +120,7 @@ def build_queries(loaded: LoadedIndex, cfg: SearchConfig) -> list[Query]:
     if grid is None:
         raise ConfigError(f"index {loaded.root} has no wavelength grid stored (built without a spectroscopic "
                           "dataset); spectrum-file queries are not possible")
-    return queries_from_spectrum_file(model, cfg.spectrum_file, grid, spec_prep)
+    return queries_from_spectrum_file(model, cfg.spectrum_file, grid, spec_prep, cfg.min_overlap)
 
 
 def gallery_items(loaded: LoadedIndex, query: Query, table: Table, dataset: str = "") -> list[GalleryItem]:

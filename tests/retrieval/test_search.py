@@ -90,6 +90,28 @@ def test_file_queries_find_the_same_object(tmp_path, tiny_dataset, tiny_checkpoi
     assert set(t["query_kind"]) == {"spectrum"} and len(t) == 3
 
 
+def test_partial_spectrum_is_masked_outside_its_range_and_refused_below_min_overlap(tmp_path, tiny_dataset,
+                                                                                   tiny_checkpoint):
+    from galclip.retrieval.query import grid_coverage
+
+    ds = SurveyDataset(DataConfig(path=str(tiny_dataset)))
+    raw = ds.raw_row(5)
+    half = slice(0, ds.wave.size // 2)  # only the blue half of the grid
+    spec = Table({"flux": raw["spectrum_flux"][half].astype(np.float32), "loglam": np.log10(ds.wave[half]),
+                  "ivar": raw["spectrum_ivar"][half].astype(np.float32),
+                  "and_mask": np.zeros(half.stop, np.int32)})
+    info = Table({"Z": [0.123], "PLUG_RA": [float(raw["ra"])], "PLUG_DEC": [float(raw["dec"])]})
+    f = tmp_path / "spec-0001-52000-0006.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(spec), fits.BinTableHDU(info)]).writeto(f)
+    assert grid_coverage(ds.wave[half], ds.wave) == pytest.approx(0.5, abs=0.01)
+    idx = _index(tmp_path, tiny_dataset, tiny_checkpoint, "spectrum")
+    t = run_search(SearchConfig(index=str(idx), out=str(tmp_path / "q"), spectrum_file=str(f), k=3, gallery=False))
+    assert len(t) == 3 and t["query_coverage"][0] == pytest.approx(0.5, abs=0.01) and t["query_z"][0] == 0.123
+    with pytest.raises(InputFileError, match="covers 80% of the model"):
+        run_search(SearchConfig(index=str(idx), out=str(tmp_path / "q2"), spectrum_file=str(f), k=3,
+                                gallery=False, min_overlap=0.8))
+
+
 def test_image_file_query_is_cropped_like_ingest(tmp_path, tiny_dataset, tiny_checkpoint):
     """A native cutout is centre-cropped (the ingest's image_crop) then resized, as ingest stored it."""
     from galclip.retrieval.query import query_from_image_file

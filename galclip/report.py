@@ -67,7 +67,7 @@ def _float(v: Any) -> float:
         return float("nan")
 
 
-_HEADLINE_VAL = ("i2s_top", "s2i_top", "chance_top", "knn_redshift_r2", "knn_merger_acc", "knn_merger_stage_acc",
+_HEADLINE_VAL = ("i2s_top", "s2i_top", "chance_top", "knn_redshift_r2", "knn_merger_bacc", "knn_merger_auc", "knn_merger_stage_bacc",
                  "knn_log_mstar_r2", "knn_g_r_r2")
 
 

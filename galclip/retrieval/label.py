@@ -142,7 +142,23 @@ def run_label(cfg: LabelConfig) -> Table:
         truth = store.label(cfg.label_column)[tgt]
         ok = np.isfinite(truth) & np.isfinite(pred)
         if ok.any():
-            summary["accuracy_vs_stored_labels"] = float((truth[ok] == pred[ok]).mean())
+            summary.update(_scores(truth[ok], pred[ok], table, ok))
     atomic_write_json(out / "summary.json", summary)
     log.info("labelled %d objects from %d examples -> %s", len(tgt), len(sup_rows), out)
     return table
+
+
+def _scores(truth: np.ndarray, pred: np.ndarray, table: Any, ok: np.ndarray) -> dict[str, float]:
+    """Agreement with stored labels, honest for rare classes: balanced accuracy, the base
+    rate of each class, and (two classes) ROC AUC of the probability of the positive class."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    out = {"accuracy_vs_stored_labels": float((truth == pred).mean()),
+           "balanced_accuracy_vs_stored_labels": float(balanced_accuracy_score(truth, pred)),
+           "base_rates": {str(c): float((truth == c).mean()) for c in np.unique(truth)}}
+    classes = np.unique(truth)
+    p_pos = f"p_{classes[-1]}"
+    if classes.size == 2 and p_pos in table.colnames:
+        score = np.nan_to_num(np.asarray(table[p_pos], np.float64)[ok], nan=0.0)
+        out["roc_auc_vs_stored_labels"] = float(roc_auc_score(truth == classes[1], score))
+    return out

@@ -17,11 +17,21 @@ def test_retrieval_topk_exact():
 def test_knn_probe_regression_and_classification():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(200, 3))
-    assert knn_probe(emb, emb[:, 0] * 2 + 1)[1] > 0.8
-    assert knn_probe(emb, rng.normal(size=200))[1] < 0.2
-    kind, acc = knn_probe(emb, (emb[:, 1] > 0).astype(float))
-    assert kind == "acc" and acc > 0.85
+    assert knn_probe(emb, emb[:, 0] * 2 + 1)["r2"] > 0.8
+    assert knn_probe(emb, rng.normal(size=200))["r2"] < 0.2
+    res = knn_probe(emb, (emb[:, 1] > 0).astype(float))
+    assert set(res) == {"bacc", "auc"} and res["bacc"] > 0.85 and res["auc"] > 0.9
     assert knn_probe(emb[:5], np.arange(5.0)) is None
+
+
+def test_knn_probe_is_honest_for_a_rare_class():
+    """1 % positives unrelated to the embedding: plain accuracy would be 0.99; bacc and AUC say chance."""
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(1000, 4))
+    y = np.zeros(1000)
+    y[rng.choice(1000, 10, replace=False)] = 1
+    res = knn_probe(emb, y)
+    assert res["bacc"] == 0.5 and 0.3 < res["auc"] < 0.7
 
 
 def test_embedding_metrics_handles_missing_modalities():

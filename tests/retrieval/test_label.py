@@ -55,6 +55,24 @@ def test_label_stage_is_deterministic_and_accurate(tmp_path, clustered, method):
     assert (np.asarray(t1["cls_pred"]) == y[rows]).mean() > 0.9
     assert np.all((t1["confidence"] >= 1 / 3 - 1e-9) & (t1["confidence"] <= 1 + 1e-9))
     assert {"p_0.0", "p_1.0", "p_2.0"} <= set(t1.colnames)
+    import json
+
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["balanced_accuracy_vs_stored_labels"] > 0.9 and len(summary["base_rates"]) == 3
+
+
+def test_label_summary_binary_rare_class_has_auc(tmp_path, clustered):
+    import json
+
+    x, y = clustered(400, 16, 2, 0.5, seed=6)
+    n = len(x)
+    idmap = dict(object_id=np.array([f"o{i}" for i in range(n)], dtype=object), ra=np.zeros(n), dec=np.zeros(n),
+                 has_image=np.ones(n, bool), has_spectrum=np.zeros(n, bool))
+    idx = build_index_dir(tmp_path / "idx", idmap, {"image": x}, "image", labels={"m": y.astype(float)})
+    run_label(LabelConfig(index=str(idx), out=str(tmp_path / "o"), label_column="m", shots=5))
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert {"balanced_accuracy_vs_stored_labels", "roc_auc_vs_stored_labels", "base_rates"} <= set(s)
+    assert s["roc_auc_vs_stored_labels"] > 0.9
 
 
 def test_label_from_csv_with_string_classes(tmp_path, clustered):

@@ -178,8 +178,19 @@ th{background:#f3f3f3}tr.query{background:#fff2f2}.mono{font-family:monospace}
 .note{color:#555;font-size:13px;max-width:60em}"""
 
 
+Table = tuple[Sequence[str], Sequence[Sequence[Any]]]
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 3) -> str:
+    """An escaped HTML ``<table>`` (floats to ``digits`` decimals, NaN as blank)."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c, digits))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def html_report(items: Sequence[GalleryItem], path: str | Path, title: str, intro: str = "",
-                sections: Mapping[str, str] | None = None, images: Mapping[str, str | Path | bytes] | None = None) -> Path:
+                sections: Mapping[str, str] | None = None, images: Mapping[str, str | Path | bytes] | None = None,
+                tables: Mapping[str, Table] | None = None) -> Path:
     """One self-contained HTML file: a table of objects with thumbnails, spectra and scores.
 
     Args:
@@ -188,6 +199,7 @@ def html_report(items: Sequence[GalleryItem], path: str | Path, title: str, intr
         title: page title.
         intro: a paragraph of plain text shown under the title (escaped).
         sections: extra ``{heading: plain text}`` paragraphs shown before the table.
+        tables: ``{heading: (header, rows)}`` small tables (metrics) shown after the sections.
         images: extra ``{caption: PNG path or bytes}`` figures embedded before the table
             (e.g. training curves in the quickstart report).
     """
@@ -197,6 +209,8 @@ def html_report(items: Sequence[GalleryItem], path: str | Path, title: str, intr
         parts.append(f"<p class='note'>{html.escape(intro)}</p>")
     for head, text in (sections or {}).items():
         parts.append(f"<h2>{html.escape(head)}</h2><p class='note'>{html.escape(text)}</p>")
+    for head, (header, rows) in (tables or {}).items():
+        parts.append(f"<h2>{html.escape(head)}</h2>{html_table(header, rows)}")
     for cap, img in (images or {}).items():
         data = img if isinstance(img, bytes) else Path(img).read_bytes()
         parts.append(f"<figure><img src='{_b64(data)}' style='max-width:100%'><figcaption>{html.escape(cap)}"

@@ -165,26 +165,62 @@ def embedding_map(run: Path, out: Path, cfg: ReportConfig) -> Path | None:
     return _save(fig, out / "embedding_map.png")
 
 
-def _summary_sections(run: Path) -> dict[str, str]:
-    sections: dict[str, str] = {}
-    for name, title in (("pretrain/metrics.json", "Pretraining"), ("finetune/metrics.json", "Fine-tuning"),
-                        ("timings.json", "Stage timings (s)")):
-        p = run / name
-        if p.exists():
-            data = json.loads(p.read_text())
-            flat = {k: v for k, v in data.items() if isinstance(v, (int, float, str))}
-            sections[title] = "; ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                                        for k, v in flat.items())
-    tables = sorted(run.glob("evaluate/*summary*.csv")) or sorted(run.glob("evaluate/*.csv"))
-    if tables:
-        rows = _read_csv(tables[0])
-        lines = []
-        for r in rows:
-            keys = [k for k in r if k.endswith("_mean") and ("roc_auc" in k or "balanced" in k or k.startswith("f1"))]
-            desc = ", ".join(f"{k.replace('_mean', '')} {_float(r[k]):.3f}" for k in keys)
-            lines.append(f"{r.get('method', '?')} @ {r.get('budget', '?')} labels: {desc}")
-        sections["Label-budget evaluation"] = " | ".join(lines)
-    return sections
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _pretrain_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+    """The headline validation metrics of pretraining (retrieval, kNN probes), one per row."""
+    data = _json(run / "pretrain" / "metrics.json")
+    run_keys = ("model", "steps", "global_batch", "train_seconds", "pairs_per_second")
+    keys = [k for k in run_keys if k in data] + [k for k in data if isinstance(data[k], (int, float))
+                                                 and k.removeprefix("val/").startswith(_HEADLINE_VAL)]
+    return (["metric", "value"], [[k.removeprefix("val/"), data[k]] for k in keys]) if keys else None
+
+
+def _finetune_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+    """Test metrics of the fine-tuned head per input (both modalities, image only, ...)."""
+    test = _json(run / "finetune" / "metrics.json").get("test", {})
+    cols = ("roc_auc", "pr_auc", "balanced_accuracy", "f1", "n", "n_positive")
+    rows = [[name, *(m.get(c, float("nan")) for c in cols)] for name, m in test.items() if isinstance(m, dict)]
+    return (["inputs", *cols], rows) if rows else None
+
+
+def _budget_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+    """Label-budget evaluation: methods × budgets, ROC AUC mean ± std over seeds."""
+    summary = _json(run / "evaluate" / "results.json").get("summary", [])
+    if not summary:
+        return None
+    budgets = sorted({int(r["budget"]) for r in summary})
+    cell = {(r["method"], int(r["budget"])): f"{r['roc_auc_mean']:.3f} ± {r['roc_auc_std']:.3f}"
+            for r in summary if "roc_auc_mean" in r}
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    rows = [[m, *(cell.get((m, b), "") for b in budgets)] for m in methods]
+    return (["method (ROC AUC)", *[f"{b} labels" for b in budgets]], rows)
+
+
+def _headline_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+    head = _json(run / "evaluate" / "results.json").get("headline", {})
+    rows = [[k, v] for k, v in head.items() if isinstance(v, (int, float, str))]
+    return (["comparison", "value"], rows) if rows else None
+
+
+def _timings_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+    data = _json(run / "timings.json")
+    rows = [[k, v] for k, v in data.items() if isinstance(v, (int, float))]
+    return (["stage", "seconds"], rows) if rows else None
+
+
+def _summary_tables(run: Path) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """The run's metrics as small tables (a missing stage just leaves its table out)."""
+    parts = (("Pretraining (validation)", _pretrain_table), ("Fine-tuned head (test split)", _finetune_table),
+             ("Label-budget evaluation", _budget_table), ("Headline comparison", _headline_table),
+             ("Stage timings", _timings_table))
+    return {title: t for title, fn in parts if (t := fn(run)) is not None}
 
 
 def run_report(cfg: ReportConfig) -> Path:
@@ -214,7 +250,7 @@ def run_report(cfg: ReportConfig) -> Path:
     html_report(items, html_path, title=f"galclip run report: {run.name}",
                 intro="Plots, metrics and the top merger candidates of this run. Scores are similarities to "
                       "the known mergers used as queries (higher = more merger-like).",
-                sections=_summary_sections(run), images=figures)
+                tables=_summary_tables(run), images=figures)
     log.info("report written to %s", html_path)
     return html_path
 
@@ -229,9 +265,35 @@ def _candidate_items(run: Path, top: int) -> list:
     scores = [_float(r.get("score")) for r in rows]
     captions = [f"stage {r['merger_stage']}" if "merger_stage" in r else "" for r in rows]
     if (survey / "manifest.json").exists():
+        captions = known_labels(survey, ids) or captions
         from galclip.gallery import items_from_dataset
 
         return items_from_dataset(survey, ids, scores=scores, captions=captions)
     from galclip.gallery import GalleryItem
 
     return [GalleryItem(object_id=i, score=s, rank=k + 1) for k, (i, s) in enumerate(zip(ids, scores))]
+
+
+def known_labels(survey: Path, ids: list[str]) -> list[str]:
+    """"merger (post_merger)" / "not a merger (isolated)" for each id where the dataset has
+    a ``merger`` label; empty list when it has none (real surveys without labels)."""
+    from galclip.data import schema as S
+    from galclip.data.dataset import DataConfig, SurveyDataset
+
+    ds = SurveyDataset(DataConfig(path=str(survey)))
+    if "merger" not in ds.label_names:
+        return []
+    row = {oid: i for i, oid in enumerate(ds.column("object_id"))}
+    merger = ds.column("merger")
+    stage = ds.column("merger_stage") if "merger_stage" in ds.label_names else None
+    out = []
+    for oid in ids:
+        i = row.get(oid)
+        if i is None or not np.isfinite(merger[i]):
+            out.append("unlabelled")
+            continue
+        text = "merger" if merger[i] > 0 else "not a merger"
+        if stage is not None and np.isfinite(stage[i]) and 0 <= int(stage[i]) < len(S.MERGER_STAGES):
+            text += f" ({S.MERGER_STAGES[int(stage[i])]})"
+        out.append(text)
+    return out

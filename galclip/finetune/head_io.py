@@ -71,3 +71,74 @@ def load_head(run_dir: str | Path) -> tuple[FusionClassifier, dict[str, Any]]:
         raise InputFileError(run_dir / HEAD_WEIGHTS, f"head weights do not match {HEAD_META} ({str(exc)[:200]})") from None
     head.eval()
     return head, meta
+
+
+REFERENCE = "reference.safetensors"
+_OOD_K = 5
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_distance(query: np.ndarray, reference: np.ndarray, k: int = _OOD_K, exclude_self: bool = False) -> np.ndarray:
+    """Mean cosine distance of each query to its ``k`` nearest reference rows (FAISS, exact)."""
+    import faiss
+
+    ref = np.ascontiguousarray(_unit(reference))
+    index = faiss.IndexFlatIP(ref.shape[1])
+    index.add(ref)
+    kk = min(k + int(exclude_self), ref.shape[0])
+    sim, _ = index.search(np.ascontiguousarray(_unit(query)), kk)
+    sim = sim[:, 1:] if exclude_self and kk > 1 else sim
+    return (1.0 - sim).mean(1)
+
+
+def save_reference(out: Path, feats: dict[str, np.ndarray], train_idx: np.ndarray, modalities: Sequence[str],
+                   percentile: float = 99.0) -> None:
+    """The training rows' embeddings and the ``percentile`` of their own kNN distance, so
+    ``predict`` can flag new objects that lie outside what the head was trained on."""
+    from safetensors.numpy import save_file
+
+    state: dict[str, np.ndarray] = {}
+    for m in modalities:
+        has = feats[f"has_{m}"][train_idx].astype(bool) if f"has_{m}" in feats else np.ones(train_idx.size, bool)
+        ref = np.asarray(feats[m][train_idx][has], np.float32)
+        if ref.shape[0] > _OOD_K:
+            state[m] = ref
+            dist = knn_distance(ref, ref, exclude_self=True)
+            state[f"{m}_threshold"] = np.asarray([np.percentile(dist, percentile)], np.float32)
+    if state:
+        with atomic_path(out / REFERENCE, suffix=".safetensors") as tmp:
+            save_file(state, str(tmp))
+
+
+def load_reference(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """``{modality: training embeddings, modality_threshold: (1,)}``; empty when not saved."""
+    from safetensors.numpy import load_file
+
+    path = Path(run_dir) / REFERENCE
+    return load_file(str(path)) if path.exists() else {}
+
+
+def data_signature(dataset: Any) -> dict[str, Any]:
+    """What a head's inputs looked like: band names, stored image size, spectral grid."""
+    man = getattr(dataset, "manifest", None)
+    if man is None:
+        return {}
+    wave = getattr(dataset, "wave", None)
+    grid = [] if wave is None or len(wave) == 0 else [float(wave[0]), float(wave[-1]), int(len(wave))]
+    return {"bands": list(man.bands), "image_size": int(man.image_size), "spectrum_grid": grid}
+
+
+def signature_mismatch(trained: dict[str, Any], now: dict[str, Any]) -> str:
+    """Why a dataset does not match the data a head was trained on ("" when it does)."""
+    tb, nb = [b.lower() for b in trained.get("bands", [])], [b.lower() for b in now.get("bands", [])]
+    if tb and nb and tb != nb:
+        return f"the head was trained on bands {trained['bands']}, the dataset has {now['bands']}"
+    tg, ng = trained.get("spectrum_grid") or [], now.get("spectrum_grid") or []
+    if tg and ng and (tg[2] != ng[2] or not np.allclose(tg[:2], ng[:2], rtol=1e-4)):
+        return (f"the head was trained on spectra on a {tg[0]:.0f}-{tg[1]:.0f} Å grid of {tg[2]} pixels, "
+                f"the dataset has {ng[0]:.0f}-{ng[1]:.0f} Å, {ng[2]} pixels")
+    return ""

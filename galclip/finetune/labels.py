@@ -5,6 +5,7 @@ what counts as unknown, how many outputs a head has and how a multi-class head i
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -13,15 +14,55 @@ import torch
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import Checkpoint, load_checkpoint, open_dataset
-from galclip.errors import ConfigError
+from galclip.errors import ConfigError, InputFileError
 from galclip.finetune.metrics import binary_metrics, multiclass_metrics
 
+log = logging.getLogger(__name__)
 
-def labeled_dataset(checkpoint: str, data: DataConfig, label: str) -> tuple[Checkpoint, SurveyDataset, np.ndarray]:
-    """The checkpoint, the dataset it reads and the label column: how finetune and evaluate start."""
+
+def labeled_dataset(checkpoint: str, data: DataConfig, label: str,
+                    labels_file: str = "") -> tuple[Checkpoint, SurveyDataset, np.ndarray]:
+    """The checkpoint, the dataset it reads and the label column: how finetune and evaluate start.
+
+    ``labels_file`` (CSV/FITS with ``object_id`` and a ``label`` column) replaces the
+    dataset's own label column: an astronomer's few labels, marked after ingest.
+    """
     ckpt = load_checkpoint(checkpoint)
     dataset = open_dataset(ckpt, data)
-    return ckpt, dataset, read_labels(dataset, label)
+    y = labels_from_file(dataset, labels_file, label) if labels_file else read_labels(dataset, label)
+    return ckpt, dataset, y
+
+
+def labels_from_file(dataset: SurveyDataset, path: str, label: str) -> np.ndarray:
+    """Labels for the dataset rows from a table keyed by ``object_id`` (NaN for rows not in it).
+
+    Ids the dataset does not have are reported by name (a warning; an error when none match).
+    """
+    from galclip.data.readers.catalogs import read_catalog
+
+    cat = read_catalog(path, None, None, None)
+    if cat.id_column is None:
+        raise InputFileError(path, "no object_id column (the labels are matched to the dataset by object_id)")
+    if label not in cat.table.colnames:
+        raise InputFileError(path, f"no {label!r} column (has {', '.join(cat.table.colnames)})")
+    try:
+        values = np.asarray(cat.table[label], np.float64)
+    except (TypeError, ValueError):
+        raise InputFileError(path, f"column {label!r} must be numeric (1 = merger, 0 = not)") from None
+    ids = [str(v).strip() for v in cat.table[cat.id_column]]
+    row = {oid: i for i, oid in enumerate(dataset.column(S.OBJECT_ID).astype(str))}
+    unknown = [i for i in ids if i not in row]
+    if len(unknown) == len(ids):
+        raise InputFileError(path, f"none of its {len(ids)} object ids is in dataset {dataset.cfg.path} "
+                                   f"(e.g. {unknown[0]!r})")
+    if unknown:
+        log.warning("%s: %d ids not in the dataset, ignored: %s%s", path, len(unknown), ", ".join(unknown[:20]),
+                    " ..." if len(unknown) > 20 else "")
+    y = np.full(len(dataset), np.nan)
+    for oid, v in zip(ids, values):
+        if oid in row and np.isfinite(v) and v >= 0:
+            y[row[oid]] = v
+    return y
 
 
 def read_labels(dataset: SurveyDataset, label: str) -> np.ndarray:

@@ -11,9 +11,12 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 
 def holdout_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (pool, test) row indices over the rows with a known label."""
+    """Stratified (pool, test) row indices over the rows with a known label (no test rows
+    when ``test_fraction`` is 0: every label trains, metrics are then cross-validated)."""
     labels = np.asarray(labels, dtype=np.float64)
     known = np.flatnonzero(np.isfinite(labels))
+    if test_fraction <= 0:
+        return known, np.zeros(0, dtype=known.dtype)
     y = labels[known].astype(int)
     _, counts = np.unique(y, return_counts=True)
     strat = y if counts.size > 1 and counts.min() >= 2 else None

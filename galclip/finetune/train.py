@@ -23,7 +23,7 @@ from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import MODALITIES, tabular_names
 from galclip.finetune.features import extract_features, feature_tensors, output_dirs
-from galclip.finetune.head_io import head_factory, save_head
+from galclip.finetune.head_io import data_signature, head_factory, save_head, save_reference
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import FusionClassifier, HeadConfig
 from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
@@ -40,6 +40,8 @@ class FinetuneConfig:
 
     Attributes:
         data: dataset to read (labels + images/spectra).
+        labels: CSV/FITS table with ``object_id`` and a ``label`` column: labels made after
+            ingest (they replace the dataset's own column; unknown ids are reported).
         checkpoint: pretrained galclip model (directory or ``model.safetensors``).
         out: output directory.
         label: label column: ``merger`` (binary, default) or ``merger_stage`` (multi-class).
@@ -49,7 +51,8 @@ class FinetuneConfig:
         tabular: tabular inputs (catalogue columns + morphology) when ``head.tabular`` ≠ none.
         n_labels: labeled rows to train on (stratified draw from the non-test rows); 0 = all.
         label_seed: seed of that draw.
-        test_fraction: held-out stratified test split of the labeled rows.
+        test_fraction: held-out stratified test split of the labeled rows; 0 = train on
+            every label and report cross-validated (out-of-fold) metrics instead.
         split_seed: seed of the test split (keep fixed to compare runs).
         unfreeze_blocks: 0 = frozen encoders (features precomputed once); n > 0 = train
             the last n blocks of each tower with layer-wise LR decay (Lightning).
@@ -64,6 +67,7 @@ class FinetuneConfig:
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     checkpoint: str = ""
+    labels: str = ""
     out: str = "runs/finetune"
     label: str = "merger"
     modalities: list[str] = dataclasses.field(default_factory=lambda: list(MODALITIES))
@@ -89,8 +93,8 @@ class FinetuneConfig:
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad:
             raise ValueError(f"modalities: {bad[0]!r} is not one of {list(MODALITIES)}")
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
 
 
 # --------------------------------------------------------------------------- stage
@@ -152,7 +156,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics dictionary also written to ``metrics.json``."""
     t0 = time.time()
     out, cache = output_dirs(cfg.out, cfg.cache_dir)
-    ckpt, dataset, y = labeled_dataset(cfg.checkpoint, cfg.data, cfg.label)
+    ckpt, dataset, y = labeled_dataset(cfg.checkpoint, cfg.data, cfg.label, cfg.labels)
     model, mcfg, sha = ckpt.model, ckpt.cfg, ckpt.sha256
     pool, test = holdout_split(y, cfg.test_fraction, cfg.split_seed)
     train_idx = pool if cfg.n_labels <= 0 else stratified_budget(y, pool, cfg.n_labels, cfg.label_seed)
@@ -170,8 +174,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     factory = head_factory(cfg.head, feats, cfg.modalities, n_out, tab_names, cfg.train.seed)
     if frozen:
         ftrain = feature_tensors(feats, train_idx, tab, keep=cfg.modalities)
-        head, thr, _ = fit_with_threshold(factory, ftrain, y[train_idx].astype(int), cfg.train, seed=cfg.train.seed)
+        head, thr, oof = fit_with_threshold(factory, ftrain, y[train_idx].astype(int), cfg.train, seed=cfg.train.seed)
     else:
+        oof = None
         model, head, thr = _unfrozen_fit(cfg, model, dataset, factory, train_idx, y, tab, out)
         feats = extract_features(model, dataset, tokens=tokens, batch_size=cfg.batch_size, progress=cfg.progress)
         from galclip.models.checkpoint import save_checkpoint
@@ -188,6 +193,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             m = name.removesuffix("_only")
             rows = test[feats[f"has_{m}"][test].astype(bool)]
         metrics["test"][name] = evaluate_predictions(y[rows], p[rows], thr, cfg.label) if rows.size else {}
+    if oof is not None:  # out-of-fold predictions of the training labels (the threshold was chosen on them)
+        metrics["cross_validated"] = evaluate_predictions(y[train_idx], oof, thr, cfg.label)
     metrics["seconds"] = round(time.time() - t0, 2)
 
     p_all = probs["both"]
@@ -214,9 +221,12 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             "token_dims": {m: int(feats[f"{m}_tokens"].shape[2]) for m in cfg.modalities if f"{m}_tokens" in feats},
             "tabular_columns": tab_names, "tabular_prep": prep_to_dict(prep), "threshold": thr,
             "label": cfg.label, "modalities": list(cfg.modalities), "checkpoint": str(cfg.checkpoint),
-            "checkpoint_sha256": sha, "unfreeze_blocks": cfg.unfreeze_blocks, "config": to_dict(cfg)}
+            "checkpoint_sha256": sha, "unfreeze_blocks": cfg.unfreeze_blocks, "config": to_dict(cfg),
+            "data": data_signature(dataset)}
     save_head(head, out, meta)
+    save_reference(out, feats, train_idx, cfg.modalities)
     atomic_write_json(out / "metrics.json", metrics)
-    log.info("test ROC AUC %.3f, F1 %.3f (threshold %.3f) → %s", metrics["test"]["both"].get("roc_auc", float("nan")),
-             metrics["test"]["both"].get("f1", float("nan")), thr, out)
+    shown = metrics["test"].get("both") or metrics.get("cross_validated", {})
+    log.info("%s ROC AUC %.3f, F1 %.3f (threshold %.3f) → %s", "test" if test.size else "cross-validated",
+             shown.get("roc_auc", float("nan")), shown.get("f1", float("nan")), thr, out)
     return metrics

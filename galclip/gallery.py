@@ -269,3 +269,28 @@ def items_from_dataset(dataset_path: str | Path, object_ids: Sequence[str], scor
                 it.ivar = np.where(raw["spectrum_mask"], 0, raw["spectrum_ivar"]).astype(np.float32)
         out.append(it)
     return out
+
+
+def known_labels(survey: str | Path, ids: Sequence[str]) -> list[str]:
+    """"merger (post_merger)" / "not a merger (isolated)" for each id where the dataset has
+    a ``merger`` label; empty list when it has none (real surveys without labels)."""
+    from galclip.data import schema as S
+    from galclip.data.dataset import DataConfig, SurveyDataset
+
+    ds = SurveyDataset(DataConfig(path=str(survey)))
+    if "merger" not in ds.label_names:
+        return []
+    row = {oid: i for i, oid in enumerate(ds.column("object_id"))}
+    merger = ds.column("merger")
+    stage = ds.column("merger_stage") if "merger_stage" in ds.label_names else None
+    out = []
+    for oid in ids:
+        i = row.get(oid)
+        if i is None or not np.isfinite(merger[i]):
+            out.append("unlabelled")
+            continue
+        text = "merger" if merger[i] > 0 else "not a merger"
+        if stage is not None and np.isfinite(stage[i]) and 0 <= int(stage[i]) < len(S.MERGER_STAGES):
+            text += f" ({S.MERGER_STAGES[int(stage[i])]})"
+        out.append(text)
+    return out

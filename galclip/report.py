@@ -265,6 +265,8 @@ def _candidate_items(run: Path, top: int) -> list:
     scores = [_float(r.get("score")) for r in rows]
     captions = [f"stage {r['merger_stage']}" if "merger_stage" in r else "" for r in rows]
     if (survey / "manifest.json").exists():
+        from galclip.gallery import known_labels
+
         captions = known_labels(survey, ids) or captions
         from galclip.gallery import items_from_dataset
 
@@ -272,28 +274,3 @@ def _candidate_items(run: Path, top: int) -> list:
     from galclip.gallery import GalleryItem
 
     return [GalleryItem(object_id=i, score=s, rank=k + 1) for k, (i, s) in enumerate(zip(ids, scores))]
-
-
-def known_labels(survey: Path, ids: list[str]) -> list[str]:
-    """"merger (post_merger)" / "not a merger (isolated)" for each id where the dataset has
-    a ``merger`` label; empty list when it has none (real surveys without labels)."""
-    from galclip.data import schema as S
-    from galclip.data.dataset import DataConfig, SurveyDataset
-
-    ds = SurveyDataset(DataConfig(path=str(survey)))
-    if "merger" not in ds.label_names:
-        return []
-    row = {oid: i for i, oid in enumerate(ds.column("object_id"))}
-    merger = ds.column("merger")
-    stage = ds.column("merger_stage") if "merger_stage" in ds.label_names else None
-    out = []
-    for oid in ids:
-        i = row.get(oid)
-        if i is None or not np.isfinite(merger[i]):
-            out.append("unlabelled")
-            continue
-        text = "merger" if merger[i] > 0 else "not a merger"
-        if stage is not None and np.isfinite(stage[i]) and 0 <= int(stage[i]) < len(S.MERGER_STAGES):
-            text += f" ({S.MERGER_STAGES[int(stage[i])]})"
-        out.append(text)
-    return out

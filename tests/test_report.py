@@ -80,3 +80,10 @@ def test_report_renders_metric_tables_and_stays_small(tmp_path):
     names = [r[0] for r in pre[1:]]
     assert names[:2] == ["model", "steps"] and "knn_merger_bacc_image" in names and len(names) < 10
     assert any(r[-1] == "a" or "a" in r for t in p.tables for r in t)  # the candidate table
+
+
+def test_known_labels_name_the_class_and_stage(tiny_dataset):
+    from galclip.gallery import known_labels
+
+    got = known_labels(tiny_dataset, ["obj000", "obj001", "missing"])
+    assert got == ["merger (isolated)", "not a merger (projected_pair)", "unlabelled"]

@@ -26,7 +26,7 @@ from astropy.table import Table
 
 from galclip.embeddings import EmbeddingStore, QueryKind
 from galclip.errors import ConfigError
-from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset
+from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset, known_labels
 from galclip.retrieval.store import load_index, normalise, valid_rows
 from galclip.tables import read_objects, write_table
 from galclip.utils.io import atomic_write_json
@@ -183,7 +183,8 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
     ds = cfg.dataset or loaded.manifest.dataset
     ids = [str(v) for v in top["object_id"]]
     if ds and Path(ds).exists():
-        items = items_from_dataset(ds, ids, scores=list(top["score"]), ranks=list(top["rank"]))
+        items = items_from_dataset(ds, ids, scores=list(top["score"]), ranks=list(top["rank"]),
+                                   captions=known_labels(ds, ids) or None)
     else:
         items = [GalleryItem(object_id=i, ra=float(r), dec=float(d), score=float(s), rank=int(k))
                  for i, r, d, s, k in zip(ids, top["ra"], top["dec"], top["score"], top["rank"])]

@@ -14,6 +14,7 @@ catalogue in ``../shared/data/catalogs`` (that command skips without ../shared).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -30,6 +31,9 @@ from tests.readme_inputs import own_survey_inputs, stamp_inputs
 
 README = ROOT / "README.md"
 TIMEOUT_S = 300
+# the console script next to this interpreter (what the README calls), else the module
+_SCRIPT = Path(sys.executable).parent / "galclip"
+GALCLIP = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "galclip.cli"]
 
 # a demo of ~120 galaxies, a 4-step tiny model, one label budget: ~15 s instead of ~5 min
 DEMO_SMALL = ["simulate.n=120", "simulate.n_jobs=1", "pretrain.model=tiny", "pretrain.train.steps=4",
@@ -51,6 +55,7 @@ class How:
     skip: str = ""                        # reason it cannot run here
     shared: tuple[str, ...] = ()          # ../shared/data files it needs (linked into the work folder)
     ddp: bool = False                     # launches Lightning DDP ranks: clean env + a free port
+    check: str = ""                       # a JSON file it writes, with values to check: "path:key=value,..."
 
 
 DEMO = ".venv/bin/galclip demo --out runs/demo"
@@ -74,7 +79,7 @@ TABLE: dict[str, How] = {
                      "train.num_nodes=2": "train.num_nodes=1", "train.batch_size=2048": "train.batch_size=8"},
             append=("train.accelerator=cpu", "train.threads=1", "out=runs/ddp", *PRETRAIN_SMALL[:1],
                     *PRETRAIN_SMALL[2:]),
-            after=(DEMO,), ddp=True),
+            after=(DEMO,), ddp=True, check="runs/ddp/metrics.json:world_size=2,steps=2,global_batch=8"),
     INGEST: How(),
     OWN_PRETRAIN: How(append=tuple(PRETRAIN_SMALL), after=(INGEST,)),
     "galclip finetune --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_finetune":
@@ -107,7 +112,7 @@ def readme_commands(text: str) -> list[str]:
 def _argv(cmd: str, how: How) -> list[str]:
     words = [how.replace.get(w, w) for w in shlex.split(cmd)]
     assert Path(words[0]).name == "galclip", f"not a galclip command: {cmd}"
-    return [sys.executable, "-m", "galclip.cli", *words[1:], *how.append]
+    return [*GALCLIP, *words[1:], *how.append]
 
 
 def _free_port() -> int:
@@ -148,6 +153,12 @@ class Runner:
         if proc.returncode != 0:
             tail = (proc.stdout[-1500:] + "\n" + proc.stderr[-3000:]).strip()
             pytest.fail(f"README command exited {proc.returncode}: {cmd}\nran: {shlex.join(argv)}\n--- output tail ---\n{tail}")
+        if how.check:
+            rel, _, pairs = how.check.partition(":")
+            got = json.loads((self.work / rel).read_text())
+            for pair in pairs.split(","):
+                key, _, want = pair.partition("=")
+                assert str(got.get(key)) == want, f"{cmd}: {rel} has {key}={got.get(key)!r}, expected {want}"
         self.done[cmd] = True
 
 
@@ -184,3 +195,9 @@ def test_readme_command_runs(cmd: str, runner: Runner) -> None:
         for rel in how.shared:
             shared_path(*Path(rel).parts)
     runner.run(cmd)
+
+
+def test_parser_joins_continuations_and_drops_comments() -> None:
+    text = ("x\n```bash\n# a comment\ngalclip a --out o \\\n    k='[p/*.f]'  # trailing\n\n"
+            "galclip b\n```\n```python\nnot_a_command()\n```\n")
+    assert readme_commands(text) == ["galclip a --out o k=[p/*.f]", "galclip b"]

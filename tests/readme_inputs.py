@@ -43,3 +43,16 @@ def stamp_inputs(root: Path) -> None:
         hdr["FILTER"], hdr["SEEING"] = band, 1.0
         fits.PrimaryHDU(_render(w, 400, src), header=hdr).writeto(root / "tiles" / f"tile1-{band}.fits")
     (root / "targets.csv").write_text("objid,ra,dec\n" + "".join(f"{i},{ra:.8f},{dec:.8f}\n" for i, ra, dec in src))
+
+
+def jpeg_inputs(root: Path) -> None:
+    """``my_cutouts/``: 16 small gri JPEGs, and ``my_labels.csv`` marking 6 of them (2 mergers)
+    plus an id the survey does not have (the README's "Classify your own galaxies")."""
+    from tests.data.test_readers import make_jpeg
+
+    (root / "my_cutouts").mkdir()
+    ids = [str(1237648720142401611 + k) for k in range(16)]
+    for k, oid in enumerate(ids):
+        make_jpeg(root / "my_cutouts" / f"{oid}.jpeg", size=80, seed=k)
+    rows = [f"{oid},{int(k < 2)}\n" for k, oid in enumerate(ids[:6])] + ["not_in_survey,1\n"]
+    (root / "my_labels.csv").write_text("object_id,merger\n" + "".join(rows))

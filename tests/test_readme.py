@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, shared_path
-from tests.readme_inputs import own_survey_inputs, stamp_inputs
+from tests.readme_inputs import jpeg_inputs, own_survey_inputs, stamp_inputs
 
 README = ROOT / "README.md"
 TIMEOUT_S = 300
@@ -63,6 +63,10 @@ INGEST = ("galclip ingest --out data/mysurvey images=[cutouts/*.fits] spectra=[s
           "labels.path=labels.csv labels.by=position morphology=true")
 OWN_PRETRAIN = "galclip pretrain --data data/mysurvey --out runs/my_pretrain --model small train.steps=5000"
 OWN_INDEX = "galclip index --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_index"
+MY_INGEST = "galclip ingest --config configs/ingest_sdss_jpeg.yaml --out data/my_survey images=[my_cutouts/]"
+MY_PRETRAIN = "galclip pretrain --data data/my_survey --out runs/my_pretrain --model small train.steps=5000"
+MY_FINETUNE = ("galclip finetune --data data/my_survey --checkpoint runs/my_pretrain --labels my_labels.csv "
+               "test_fraction=0 --out runs/my_head")
 
 TABLE: dict[str, How] = {
     'python3 -m venv .venv && .venv/bin/pip install -e .[dev]':
@@ -94,6 +98,17 @@ TABLE: dict[str, How] = {
         How(after=(INGEST,), shared=("catalogs/darg2010_gz1_mergers.csv",)),
     ("galclip ingest --config configs/ingest_survey_images.yaml --out data/stamps stamps.images=[tiles/*.fits] "
      "stamps.catalog=targets.csv stamps.size_arcsec=60"): How(),
+    # "Classify your own galaxies": 16 small JPEGs, 6 labels in a CSV (and one unknown id)
+    MY_INGEST: How(append=("progress=false",)),
+    # (the README's two pretrain examples both write runs/my_pretrain; this one reads data/my_survey)
+    MY_PRETRAIN: How(replace={"runs/my_pretrain": "runs/my_jpeg_pretrain"}, append=tuple(PRETRAIN_SMALL),
+                     after=(MY_INGEST,)),
+    MY_FINETUNE: How(replace={"runs/my_pretrain": "runs/my_jpeg_pretrain"}, append=tuple(HEAD_SMALL),
+                     after=(MY_PRETRAIN,)),
+    # a second survey ingested the same way: the same one here
+    "galclip predict --model runs/my_head --data data/new_survey --out runs/my_predictions":
+        How(replace={"data/new_survey": "data/my_survey"}, append=("progress=false",), after=(MY_FINETUNE,),
+            check="runs/my_predictions/summary.json:n=16"),
 }
 
 
@@ -168,6 +183,7 @@ def runner(tmp_path_factory) -> Runner:
     (work / "configs").symlink_to(ROOT / "configs")
     own_survey_inputs(work)
     stamp_inputs(work)
+    jpeg_inputs(work)
     return Runner(work)
 
 

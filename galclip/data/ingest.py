@@ -34,7 +34,7 @@ import numpy as np
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.crossmatch import MatchResult, crossmatch, match_by_position
-from galclip.data.morphology import MorphologyOptions, Stamp, measure_stamps, morphology_stamp
+from galclip.data.morphology import MorphologyOptions, Stamp, band_index, measure_stamps, morphology_stamp
 from galclip.data.preprocess import log_grid, resample_spectrum, stored_cutout
 from galclip.data.readers.catalogs import Catalog, read_catalog
 from galclip.data.readers.images import FITS_SUFFIXES, JPEG_SUFFIXES, ImageRecord, read_fits_bands, read_image
@@ -433,11 +433,11 @@ def _image_columns(meta: _ImageMeta, cfg: IngestConfig, stamps: StampSource | No
     rec = stamps.cut(meta.object_id) if stamps is not None else _read_unit(meta.files, cfg)
     scale = rec.pixel_scale if np.isfinite(rec.pixel_scale) else float(cfg.pixel_scale)
     try:
-        img, iv, n = stored_cutout(rec.image, rec.ivar, cfg.image_size, cfg.image_crop, cfg.image_resize, scale)
+        img, iv, stored_scale = stored_cutout(rec.image, rec.ivar, cfg.image_size, cfg.image_crop, cfg.image_resize,
+                                              scale)
     except ValueError as exc:
         raise ConfigError(f"{rec.path}: image_crop: {exc}") from None
-    out = {S.IMAGE: img, S.IMAGE_IVAR: iv, S.HAS_IMAGE: True, S.IMAGE_PSF: rec.psf_fwhm,
-           S.IMAGE_SCALE: scale * n / cfg.image_size if cfg.image_resize == "area" else scale}
+    out = {S.IMAGE: img, S.IMAGE_IVAR: iv, S.HAS_IMAGE: True, S.IMAGE_PSF: rec.psf_fwhm, S.IMAGE_SCALE: stored_scale}
     if stamps is not None:
         out["stamp_flag"] = float(rec.flag)
     if cfg.morphology:
@@ -480,8 +480,11 @@ def _materialise(row: _Row, cfg: IngestConfig, grid: np.ndarray | None, report: 
 
 
 def _check_morphology_band(opts: MorphologyOptions, bands: Sequence[str]) -> None:
-    if opts.band and opts.band.lower() not in [b.lower() for b in bands]:
-        raise ConfigError(f"morphology_options.band {opts.band!r} is not among the bands {list(bands)}")
+    if opts.band:
+        try:
+            band_index(opts.band, bands)
+        except ValueError as exc:
+            raise ConfigError(f"morphology_options: {exc}") from None
 
 
 def _stamp_metas(stamps: StampSource, report: _Report) -> tuple[list[_ImageMeta], tuple[str, ...]]:

@@ -120,6 +120,14 @@ class Stamp:
 
 # -- stamp -------------------------------------------------------------------------------------
 
+def band_index(band: str, bands: Sequence[str] | None) -> int:
+    """Position of ``band`` (case-insensitive) among ``bands``; ``ValueError`` naming both if absent."""
+    low = [b.lower() for b in (bands or [])]
+    if band.lower() not in low:
+        raise ValueError(f"morphology band {band!r} is not among the bands {list(bands or [])}")
+    return low.index(band.lower())
+
+
 def _band_plane(image: np.ndarray, ivar: np.ndarray | None, bands: Sequence[str] | None,
                 band: str) -> tuple[np.ndarray, np.ndarray | None]:
     """One band (by name) or the sum of all bands, with its inverse variance."""
@@ -128,10 +136,7 @@ def _band_plane(image: np.ndarray, ivar: np.ndarray | None, bands: Sequence[str]
     if img.ndim == 2:
         return img, iv
     if band:
-        low = [b.lower() for b in (bands or [])]
-        if band.lower() not in low:
-            raise ValueError(f"morphology band {band!r} not among the bands {list(bands or [])}")
-        k = low.index(band.lower())
+        k = band_index(band, bands)
         return img[k], None if iv is None else iv[k]
     if iv is None:
         return img.sum(0), None
@@ -231,6 +236,11 @@ def _kernel(fwhm_px: float) -> np.ndarray:
     return make_2dgaussian_kernel(fwhm, size=size).array
 
 
+def _min_pixels(stamp: Stamp, opts: MorphologyOptions) -> int:
+    """Minimum segment area in the stamp's (binned) pixels."""
+    return max(3, int(round(opts.npixels / stamp.binning**2)))
+
+
 def segment(stamp: Stamp, opts: MorphologyOptions) -> tuple[Any, np.ndarray, int] | None:
     """(photutils segmentation, smoothed image, central label), or ``None`` if nothing is detected.
 
@@ -243,8 +253,7 @@ def segment(stamp: Stamp, opts: MorphologyOptions) -> tuple[Any, np.ndarray, int
     mask = None if stamp.ivar is None else stamp.ivar <= 0
     smooth = convolve(stamp.image, _kernel(opts.smooth_fwhm / stamp.binning), mask=mask,
                       nan_treatment="fill", fill_value=0.0)
-    npix = max(3, int(round(opts.npixels / stamp.binning**2)))
-    seg = detect_sources(smooth, opts.nsigma * stamp.sky_sigma, n_pixels=npix, mask=mask)
+    seg = detect_sources(smooth, opts.nsigma * stamp.sky_sigma, n_pixels=_min_pixels(stamp, opts), mask=mask)
     if seg is None:
         return None
     data = seg.data
@@ -268,9 +277,8 @@ def _companions(stamp: Stamp, seg: Any, smooth: np.ndarray, label: int, rpetro: 
     """
     from photutils.segmentation import SourceCatalog, deblend_sources
 
-    npix = max(3, int(round(opts.npixels / stamp.binning**2)))
     try:
-        deb = deblend_sources(smooth, seg, npix, labels=[label], n_levels=16, contrast=0.05,
+        deb = deblend_sources(smooth, seg, _min_pixels(stamp, opts), labels=[label], n_levels=16, contrast=0.05,
                               progress_bar=False)
     except Exception:  # deblending can fail on tiny or flat segments: keep the segment whole
         deb = seg
@@ -352,16 +360,22 @@ def measure_morphology(image: np.ndarray, ivar: np.ndarray | None = None, opts: 
     measured (empty, all-masked or non-image input).
     """
     opts = opts or MorphologyOptions()
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            stamp = morphology_stamp(np.asarray(image, dtype=np.float64), ivar, opts, bands, pixel_scale)
-    except (TypeError, ValueError) as exc:
-        log.debug("morphology stamp failed: %s", exc)
-        stamp = None
+    stamp = _stamp_or_none(image, ivar, opts, bands, pixel_scale)
     if stamp is None:
         return {k: float("nan") for k in opts.columns()}
     return measure_stamp(stamp, opts)
+
+
+def _stamp_or_none(image: Any, ivar: Any, opts: MorphologyOptions, bands: Sequence[str] | None,
+                   pixel_scale: float) -> Stamp | None:
+    """:func:`morphology_stamp`, with junk input (wrong type, bad band) giving ``None``."""
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return morphology_stamp(np.asarray(image, dtype=np.float64), ivar, opts, bands, pixel_scale)
+    except (TypeError, ValueError) as exc:
+        log.debug("morphology stamp failed: %s", exc)
+        return None
 
 
 def _one(args: tuple[Stamp | None, MorphologyOptions]) -> list[float]:
@@ -406,15 +420,7 @@ def morphology_table(images: np.ndarray | Sequence[np.ndarray], ivars: np.ndarra
                      bands: Sequence[str] | None = None, pixel_scales: Sequence[float] | None = None) -> np.ndarray:
     """:func:`measure_morphology` on N cutouts → (N, K) float array (``opts.columns()``)."""
     opts = opts or MorphologyOptions()
-    stamps = []
-    for i in range(len(images)):
-        scale = float("nan") if pixel_scales is None else float(pixel_scales[i])
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                stamps.append(morphology_stamp(np.asarray(images[i], np.float64), None if ivars is None else ivars[i],
-                                               opts, bands, scale))
-        except (TypeError, ValueError) as exc:
-            log.debug("morphology stamp failed: %s", exc)
-            stamps.append(None)
+    stamps = [_stamp_or_none(images[i], None if ivars is None else ivars[i], opts, bands,
+                             float("nan") if pixel_scales is None else float(pixel_scales[i]))
+              for i in range(len(images))]
     return measure_stamps(stamps, opts, n_jobs=n_jobs, progress=progress)

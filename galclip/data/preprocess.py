@@ -177,16 +177,17 @@ def crop_and_resize(image: np.ndarray, ivar: np.ndarray, crop: int, size: int,
 
 
 def stored_cutout(image: np.ndarray, ivar: np.ndarray, size: int, crop: str = "", mode: str = "area",
-                  pixel_scale: float = float("nan")) -> tuple[np.ndarray, np.ndarray, int]:
+                  pixel_scale: float = float("nan")) -> tuple[np.ndarray, np.ndarray, float]:
     """A native cutout as a dataset stores it: centre crop (``crop`` spec), then resize.
 
     One function for ingest and for query files, so a query is prepared exactly like the
-    indexed galaxies. Returns ``(image, ivar, crop_pixels)``; raises ``ValueError`` on a bad
-    crop spec or an angular crop without a pixel scale.
+    indexed galaxies. Returns ``(image, ivar, stored pixel scale)`` (arcsec/px after the
+    resize; NaN when ``pixel_scale`` is); raises ``ValueError`` on a bad crop spec or an
+    angular crop without a pixel scale.
     """
     n = crop_pixels(crop, min(image.shape[-2:]), pixel_scale)
     img, iv = crop_and_resize(image, ivar, n, size, mode)
-    return img, iv, n
+    return img, iv, pixel_scale * n / size if mode == "area" else pixel_scale
 
 
 def prepare_image(image: np.ndarray, ivar: np.ndarray | None, cfg: ImagePrep,

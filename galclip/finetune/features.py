@@ -175,9 +175,8 @@ def morphology_features(dataset: SurveyDataset, cache_dir: str | Path | None = N
     opts = MorphologyOptions()
     table = morphology_table(np.stack(images), np.stack(ivars), opts, n_jobs=n_jobs, progress=progress)
     table[~np.asarray(has)] = np.nan
-    allc = list(opts.columns())
-    names = [c for c in allc if c != "flag"]
-    keep = [allc.index(c) for c in names]
+    keep = [j for j, c in enumerate(opts.columns()) if c != "flag"]
+    names = [opts.columns()[j] for j in keep]
     table = table[:, keep]
     if cache is not None:
         _save_npz(cache, {"table": table, "columns": np.asarray(names)})

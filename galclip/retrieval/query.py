@@ -120,12 +120,10 @@ def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored:
         scale = float(stored.get("pixel_scale", float("nan")))
     if size and img.shape[-2:] != (size, size):  # a file already at the stored size is used as is
         try:
-            img, ivar, n = stored_cutout(img, ivar, size, str(stored.get("image_crop", "")),
-                                         str(stored.get("image_resize", "area")), scale)
+            img, ivar, scale = stored_cutout(img, ivar, size, str(stored.get("image_crop", "")),
+                                             str(stored.get("image_resize", "area")), scale)
         except ValueError as exc:
             raise InputFileError(path, str(exc)) from None
-        if np.isfinite(scale) and stored.get("image_resize", "area") == "area":
-            scale = scale * n / size
     x, _ = prepare_image(img, ivar, prep, scale)
     vec = model.encode_image(torch.from_numpy(x)[None]).float().numpy()[0]
     return Query(name=path.name, kind="image", vector=vec, image=img)

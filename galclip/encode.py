@@ -53,12 +53,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load and hash a galclip checkpoint (eval mode); one-line error when absent or unusable."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", expect_sha256: str = "",
+                    recorded_by: str = "") -> Checkpoint:
+    """Load and hash a galclip checkpoint (eval mode); one-line error when absent or unusable.
+
+    ``expect_sha256`` (when given) is the hash an index or head recorded for its encoder
+    (``recorded_by`` names that product in the error): other weights are refused.
+    """
     if not path:
         raise ConfigError("checkpoint is required (a directory with model.safetensors + model.json)")
     model, cfg = load_model(path, map_location=resolve_device(device))
-    return Checkpoint(str(path), model.eval(), cfg, checkpoint_hash(path))
+    ckpt = Checkpoint(str(path), model.eval(), cfg, checkpoint_hash(path))
+    if expect_sha256 and ckpt.sha256 != expect_sha256:
+        raise InputFileError(path, f"checkpoint differs from the one {recorded_by or 'recorded'} was built with "
+                                   f"(sha256 {ckpt.sha256[:12]}… vs {expect_sha256[:12]}…)")
+    return ckpt
 
 
 def open_dataset(ckpt: Checkpoint, data: DataConfig) -> SurveyDataset:

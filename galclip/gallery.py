@@ -189,7 +189,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int
 
 
 def html_report(items: Sequence[GalleryItem], path: str | Path, title: str, intro: str = "",
-                sections: Mapping[str, str] | None = None, images: Mapping[str, str | Path | bytes] | None = None,
+                images: Mapping[str, str | Path | bytes] | None = None,
                 tables: Mapping[str, Table] | None = None) -> Path:
     """One self-contained HTML file: a table of objects with thumbnails, spectra and scores.
 
@@ -198,8 +198,7 @@ def html_report(items: Sequence[GalleryItem], path: str | Path, title: str, intr
         path: output ``.html``.
         title: page title.
         intro: a paragraph of plain text shown under the title (escaped).
-        sections: extra ``{heading: plain text}`` paragraphs shown before the table.
-        tables: ``{heading: (header, rows)}`` small tables (metrics) shown after the sections.
+        tables: ``{heading: (header, rows)}`` small tables (metrics) shown before the figures.
         images: extra ``{caption: PNG path or bytes}`` figures embedded before the table
             (e.g. training curves in the quickstart report).
     """
@@ -207,8 +206,6 @@ def html_report(items: Sequence[GalleryItem], path: str | Path, title: str, intr
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if intro:
         parts.append(f"<p class='note'>{html.escape(intro)}</p>")
-    for head, text in (sections or {}).items():
-        parts.append(f"<h2>{html.escape(head)}</h2><p class='note'>{html.escape(text)}</p>")
     for head, (header, rows) in (tables or {}).items():
         parts.append(f"<h2>{html.escape(head)}</h2>{html_table(header, rows)}")
     for cap, img in (images or {}).items():

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from galclip.errors import ConfigError  # noqa: E402
+from galclip.gallery import Table  # noqa: E402
 from galclip.utils.io import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def _json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _pretrain_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+def _pretrain_table(run: Path) -> Table | None:
     """The headline validation metrics of pretraining (retrieval, kNN probes), one per row."""
     data = _json(run / "pretrain" / "metrics.json")
     run_keys = ("model", "steps", "global_batch", "train_seconds", "pairs_per_second")
@@ -182,7 +183,7 @@ def _pretrain_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
     return (["metric", "value"], [[k.removeprefix("val/"), data[k]] for k in keys]) if keys else None
 
 
-def _finetune_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+def _finetune_table(run: Path) -> Table | None:
     """Test metrics of the fine-tuned head per input (both modalities, image only, ...)."""
     test = _json(run / "finetune" / "metrics.json").get("test", {})
     cols = ("roc_auc", "pr_auc", "balanced_accuracy", "f1", "n", "n_positive")
@@ -190,7 +191,7 @@ def _finetune_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
     return (["inputs", *cols], rows) if rows else None
 
 
-def _budget_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+def _budget_table(run: Path) -> Table | None:
     """Label-budget evaluation: methods × budgets, ROC AUC mean ± std over seeds."""
     summary = _json(run / "evaluate" / "results.json").get("summary", [])
     if not summary:
@@ -203,19 +204,21 @@ def _budget_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
     return (["method (ROC AUC)", *[f"{b} labels" for b in budgets]], rows)
 
 
-def _headline_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
+def _key_value_table(data: dict[str, Any], header: list[str], kinds: tuple[type, ...]) -> Table | None:
+    rows = [[k, v] for k, v in data.items() if isinstance(v, kinds)]
+    return (header, rows) if rows else None
+
+
+def _headline_table(run: Path) -> Table | None:
     head = _json(run / "evaluate" / "results.json").get("headline", {})
-    rows = [[k, v] for k, v in head.items() if isinstance(v, (int, float, str))]
-    return (["comparison", "value"], rows) if rows else None
+    return _key_value_table(head, ["comparison", "value"], (int, float, str))
 
 
-def _timings_table(run: Path) -> tuple[list[str], list[list[Any]]] | None:
-    data = _json(run / "timings.json")
-    rows = [[k, v] for k, v in data.items() if isinstance(v, (int, float))]
-    return (["stage", "seconds"], rows) if rows else None
+def _timings_table(run: Path) -> Table | None:
+    return _key_value_table(_json(run / "timings.json"), ["stage", "seconds"], (int, float))
 
 
-def _summary_tables(run: Path) -> dict[str, tuple[list[str], list[list[Any]]]]:
+def _summary_tables(run: Path) -> dict[str, Table]:
     """The run's metrics as small tables (a missing stage just leaves its table out)."""
     parts = (("Pretraining (validation)", _pretrain_table), ("Fine-tuned head (test split)", _finetune_table),
              ("Label-budget evaluation", _budget_table), ("Headline comparison", _headline_table),
@@ -265,10 +268,9 @@ def _candidate_items(run: Path, top: int) -> list:
     scores = [_float(r.get("score")) for r in rows]
     captions = [f"stage {r['merger_stage']}" if "merger_stage" in r else "" for r in rows]
     if (survey / "manifest.json").exists():
-        from galclip.gallery import known_labels
+        from galclip.gallery import items_from_dataset, known_labels
 
         captions = known_labels(survey, ids) or captions
-        from galclip.gallery import items_from_dataset
 
         return items_from_dataset(survey, ids, scores=scores, captions=captions)
     from galclip.gallery import GalleryItem

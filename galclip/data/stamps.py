@@ -225,17 +225,16 @@ def _cutout(tile: _Tile, band: int, ra: float, dec: float, size_arcsec: float,
     path, index = (tile.files[band], 0) if len(tile.files) > 1 else (tile.files[0], band)
     data, ivar, wcs, psf = _plane(path, index)
     pos = SkyCoord(ra * u.deg, dec * u.deg)
-    scale = _pixel_scale(wcs)
-    n = int(round(size_arcsec / scale)) // 2 * 2 + 1
+    n = int(round(size_arcsec / _pixel_scale(wcs))) // 2 * 2 + 1
     if target is not None and wcs.wcs.compare(tile.wcs.wcs, tolerance=1e-9):
         target = None  # same pixel grid as the first band: cut directly
-        n = int(round(size_arcsec / _pixel_scale(tile.wcs))) // 2 * 2 + 1
     grow = 1.0 if target is None else 1.5
     m = int(np.ceil(n * grow)) // 2 * 2 + 1
     cut = Cutout2D(data, pos, (m, m), wcs=wcs, mode="partial", fill_value=np.nan)
     iv = (np.ones_like(cut.data) if ivar is None
           else Cutout2D(ivar, pos, (m, m), wcs=wcs, mode="partial", fill_value=0.0).data)
-    off = ~Cutout2D(np.ones(data.shape, bool), pos, (m, m), wcs=wcs, mode="partial", fill_value=False).data
+    off = np.ones(cut.shape, bool)  # pixels beyond the image edge (without a full-image mask per cut)
+    off[cut.slices_cutout] = False
     if target is None:
         return cut.data.astype(np.float32), iv.astype(np.float32), cut.wcs, psf, off
     from reproject import reproject_interp

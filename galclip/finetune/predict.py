@@ -67,11 +67,8 @@ def _encoder(cfg: PredictConfig, meta: dict[str, Any]) -> Any:
     own = Path(cfg.model) / "encoder"
     if int(meta.get("unfreeze_blocks", 0)) > 0 and own.exists():
         return load_checkpoint(own)
-    ckpt = load_checkpoint(meta["checkpoint"])
-    if meta.get("checkpoint_sha256") and ckpt.sha256 != meta["checkpoint_sha256"]:
-        raise InputFileError(meta["checkpoint"], "checkpoint differs from the one this head was trained on "
-                                                 f"(sha256 {ckpt.sha256[:12]}… vs {meta['checkpoint_sha256'][:12]}…)")
-    return ckpt
+    return load_checkpoint(meta["checkpoint"], expect_sha256=meta.get("checkpoint_sha256", ""),
+                           recorded_by=f"head {cfg.model}")
 
 
 def _tabular(dataset: SurveyDataset, meta: dict[str, Any], cache: Path, n_jobs: int) -> np.ndarray | None:

@@ -74,11 +74,8 @@ def load_checked_model(loaded: LoadedIndex, checkpoint: str = "") -> Any:
     ckpt_path = checkpoint or loaded.manifest.checkpoint
     if not ckpt_path:
         raise ConfigError("file queries need the model: give checkpoint=... (the index manifest names none)")
-    ckpt = load_checkpoint(ckpt_path)
-    if loaded.manifest.checkpoint_sha256 and ckpt.sha256 != loaded.manifest.checkpoint_sha256:
-        raise InputFileError(ckpt_path, f"checkpoint differs from the one index {loaded.root} was built with "
-                                        f"(sha256 {ckpt.sha256[:12]}… vs {loaded.manifest.checkpoint_sha256[:12]}…)")
-    return ckpt.model
+    return load_checkpoint(ckpt_path, expect_sha256=loaded.manifest.checkpoint_sha256 or "",
+                           recorded_by=f"index {loaded.root}").model
 
 
 def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, float]:

@@ -5,6 +5,9 @@ index directory, so a vector means the same thing wherever it is read. One HDF5 
 
     object_id, ra, dec, has_image, has_spectrum   id map, one row per object
     embeddings/{image,spectrum,joint}              (N, D) float32, NaN rows = modality missing
+    embeddings/image_features                      (N, Fi) the image representation: standardised
+                                                   pooled image-tower features (unit norm), what
+                                                   carries morphology; label and candidates use it
     labels/<column>                                label columns (float64, NaN = unknown)
     spectrum_lambda                                the dataset's wavelength grid (optional)
     attrs: format, format_version, meta            provenance JSON (checkpoint sha256, model, ...)
@@ -28,10 +31,20 @@ from galclip.utils.io import atomic_path
 FORMAT = "galclip-embeddings"
 FORMAT_VERSION = 2
 ID_COLUMNS = ("object_id", "ra", "dec", "has_image", "has_spectrum")
-EMBED_KINDS = ("image", "spectrum", "joint")
+EMBED_KINDS = ("image", "spectrum", "joint", "image_features")
+#: The kind few-shot labeling and merger-candidate ranking read when the file has it: the
+#: image representation finds mergers where the CLIP projection does not
+#: (``benchmarks/results/representation.json``).
+MORPHOLOGY_KIND = "image_features"
 #: which vectors a stage reads ("" in a query option = the index's own kind)
-EmbedKind = Literal["image", "spectrum", "joint"]
-QueryKind = Literal["", "image", "spectrum", "joint"]
+EmbedKind = Literal["image", "spectrum", "joint", "image_features"]
+QueryKind = Literal["", "image", "spectrum", "joint", "image_features"]
+
+
+def morphology_kind(kinds: Sequence[str], fallback: str) -> str:
+    """What labeling and candidate ranking compare by default: the image representation when
+    stored (:data:`MORPHOLOGY_KIND`), else ``fallback`` (an older file: the index's kind)."""
+    return MORPHOLOGY_KIND if MORPHOLOGY_KIND in kinds else fallback
 
 
 def split_arrays(arrays: Mapping[str, Any]) -> tuple[dict, dict, dict]:

@@ -34,6 +34,10 @@ from galclip.models.tabular_tower import is_tabular_model, second_tower_inputs
 from galclip.models.tabular_view import TabularAsSpectrum
 
 MODALITIES = ("image", "spectrum")
+#: The image vector few-label heads read (frozen features and end-to-end fine-tuning alike):
+#: the standardised pooled features beat the projection output on real mergers
+#: (``benchmarks/results/representation.json``).
+HEAD_IMAGE_VECTOR = "representation"
 
 
 @dataclasses.dataclass
@@ -142,14 +146,19 @@ def _rows(fn: Any, args: Sequence[Tensor | None], present: Tensor, shape: tuple[
 
 def encode_batch(model: GalClip, batch: dict[str, Any], names: Sequence[str] | None = None, *,
                  modalities: Sequence[str] = MODALITIES, tokens: bool = False, present_only: bool = False,
-                 project: bool = True) -> dict[str, Tensor]:
+                 project: bool = True, image_vector: str = "embedding") -> dict[str, Tensor]:
     """Vectors of one collated batch (gradients flow if the caller enables them).
 
     Returns ``has_image``/``has_spectrum`` and, per modality, unit embeddings
     (``project``) or pooled pre-projection features; with ``tokens`` also
     ``image_tokens``/``spectrum_tokens``. ``names``: the dataset's tabular column names,
     needed when the second tower is tabular (see :func:`tabular_names`).
+    ``image_vector``: ``embedding`` (the CLIP projection), ``representation`` (the
+    standardised pooled features, :meth:`GalClip.image_representation`, as ``image``) or
+    ``both`` (the projection as ``image`` and the representation as ``image_features``).
     """
+    if image_vector not in ("embedding", "representation", "both"):
+        raise ValueError(f"image_vector must be embedding, representation or both, got {image_vector!r}")
     x2, iv2, scale2, present = second_tower_inputs(model, batch, names)
     has = {"image": batch["has_image"].bool(), "spectrum": present.bool()}
     out: dict[str, Tensor] = {"has_image": has["image"], "has_spectrum": has["spectrum"]}
@@ -158,10 +167,16 @@ def encode_batch(model: GalClip, batch: dict[str, Any], names: Sequence[str] | N
               "spectrum": (model.spectrum_encoder, (x2, iv2, scale2), model.encode_spectrum,
                            model.spectrum_features, model.spectrum_tokens)}
     dev = _device(model)
+    rep = (model.image_representation, (batch["image"],), has["image"], (model.image_encoder.num_features,))
     for m in modalities:
         tower, args, embed, features, tok = towers[m]
-        width = model.embed_dim if project else tower.num_features
-        out[m] = _rows(embed if project else features, args, has[m], (width,), present_only, dev)
+        if m == "image" and image_vector == "representation":
+            out[m] = _rows(*rep, present_only, dev)
+        else:
+            width = model.embed_dim if project else tower.num_features
+            out[m] = _rows(embed if project else features, args, has[m], (width,), present_only, dev)
+        if m == "image" and image_vector == "both":
+            out["image_features"] = _rows(*rep, present_only, dev)
         if tokens:
             out[f"{m}_tokens"] = _rows(tok, args, has[m], (1, tower.num_features), False, dev)
     return out
@@ -206,22 +221,24 @@ def embed_dataset(model: GalClip, dataset: Dataset, batch_size: int = 256, devic
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
     parts = []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
-        v = encode_batch(model, batch, names, present_only=True)
+        v = encode_batch(model, batch, names, present_only=True, image_vector="both")
         parts.append({"object_id": np.asarray(batch["object_id"], dtype=object),
                       "ra": batch["ra"].double().numpy(), "dec": batch["dec"].double().numpy(),
                       **{k: _numpy(t) for k, t in v.items()},
                       "labels": batch["labels"].numpy().reshape(len(batch["object_id"]), len(labels))})
     model.train(was_training)
-    return _embedding_arrays(parts, labels, model.embed_dim)
+    return _embedding_arrays(parts, labels, model.embed_dim, model.image_encoder.num_features)
 
 
-def _embedding_arrays(parts: list[dict[str, Any]], labels: list[str], dim: int) -> dict[str, np.ndarray]:
+def _embedding_arrays(parts: list[dict[str, Any]], labels: list[str], dim: int,
+                      feature_dim: int) -> dict[str, np.ndarray]:
     """Batches → the embeddings layout (``joint`` added, labels split into named columns)."""
     if not parts:
         empty = np.zeros((0, dim), np.float32)
         return {"object_id": np.zeros(0, object), "ra": np.zeros(0), "dec": np.zeros(0),
                 "has_image": np.zeros(0, bool), "has_spectrum": np.zeros(0, bool), "image": empty,
-                "spectrum": empty, "joint": empty, **{name: np.zeros(0, np.float32) for name in labels}}
+                "spectrum": empty, "joint": empty, "image_features": np.zeros((0, feature_dim), np.float32),
+                **{name: np.zeros(0, np.float32) for name in labels}}
     out = _concat(parts)
     lab = out.pop("labels")
     out["joint"] = joint(out["image"], out["spectrum"])
@@ -243,7 +260,8 @@ def encode_dataset(model: GalClip, dataset: Dataset, batches: Iterable[dict[str,
     loader = batches if batches is not None else DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                                             collate_fn=collate, num_workers=0)
     names = tabular_names(model, dataset)
-    parts = [{k: _numpy(t) for k, t in encode_batch(model, b, names, tokens=tokens).items()}
+    parts = [{k: _numpy(t) for k, t in encode_batch(model, b, names, tokens=tokens,
+                                                   image_vector=HEAD_IMAGE_VECTOR).items()}
              for b in tqdm(loader, desc="encode", unit="batch", disable=not progress)]
     model.train(was_training)
     return _concat(parts)

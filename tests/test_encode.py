@@ -86,11 +86,34 @@ def test_embed_and_index_store_identical_embeddings(tiny_dataset: Path, tmp_path
     stored, idx_meta = read_embeddings(idx / EMBEDDINGS_FILE)
     _assert_same_arrays(emb, stored)
     assert emb_meta == idx_meta and emb_meta["checkpoint_sha256"] and "merger" in emb
+    feats = emb["image_features"]  # the image representation is stored beside the CLIP vectors
+    assert feats.shape == (len(ds), cfg_width(ck)) and np.allclose(np.linalg.norm(feats, axis=1), 1, atol=1e-5)
     # an index built from the embed file stores the same again
     idx2 = run_index(IndexConfig(embeddings=str(tmp_path / "e.h5"), out=str(tmp_path / "idx2")))
     again, meta2 = read_embeddings(idx2 / EMBEDDINGS_FILE)
     _assert_same_arrays(emb, again)
     assert meta2 == emb_meta
+
+
+def cfg_width(ck: str) -> int:
+    from galclip.models import load_model
+
+    return load_model(ck)[0].image_encoder.num_features
+
+
+def test_heads_read_the_image_representation(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Few-label heads and ``galclip embed``'s ``image_features`` are the same vectors."""
+    from galclip.encode import embed_dataset, encode_dataset
+
+    ds = SurveyDataset(_data(tiny_dataset))
+    torch.manual_seed(0)
+    cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=ds.spectrum_length)
+    model = build_model(cfg)
+    model.image_standardizer.update(torch.randn(16, model.image_encoder.num_features) + 2)
+    heads = encode_dataset(model, ds, progress=False)
+    emb = embed_dataset(model, ds, progress=False)
+    assert np.allclose(heads["image"], emb["image_features"], atol=1e-5)
+    assert heads["spectrum"].shape[1] == cfg.embed_dim  # spectra stay in the CLIP space
 
 
 def test_old_flat_embeddings_file_still_loads(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from galclip.encode import encode_batch
+from galclip.encode import HEAD_IMAGE_VECTOR, encode_batch
 from galclip.finetune.head_training import HeadTrainConfig, loss_fn
 from galclip.finetune.heads import FusionClassifier, modality_dropout
 from galclip.finetune.labels import class_weights
@@ -113,7 +113,7 @@ class FinetuneModule(pl.LightningModule):
 
     def features(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         f = encode_batch(self.model, batch, self.tabular_names, tokens=self.head.needs_tokens,
-                         modalities=self.head.modalities)
+                         modalities=self.head.modalities, image_vector=HEAD_IMAGE_VECTOR)
         if self.tabular.numel():
             f["tabular"] = self.tabular[batch["index"].long()]
         return f

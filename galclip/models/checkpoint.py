@@ -111,6 +111,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise InputFileError(weights, f"cannot read safetensors ({exc})") from None
     model = build_model(cfg)
     expected = model.state_dict()
+    # checkpoints written before the feature standardiser existed: identity statistics
+    state = {**{k: v for k, v in expected.items() if k.startswith("image_standardizer.")}, **state}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:

@@ -42,6 +42,39 @@ class FluxScaleEmbedding(nn.Module):
         return torch.where(known, emb, self.unknown.to(like.dtype).expand(n, -1))
 
 
+class FeatureStandardizer(nn.Module):
+    """Running mean/variance of pooled tower features, applied as a fixed standardisation.
+
+    Pooled CNN features are non-negative and dominated by a few high-variance channels, so
+    cosine similarity on them mostly measures overall brightness. Standardised per channel
+    (statistics tracked during pretraining, stored with the weights) every channel counts,
+    which is what kNN labeling, candidate ranking and few-label heads need. Unlike
+    ``BatchNorm`` it never uses batch statistics, so fine-tuning with batches of 8 cannot
+    change the representation.
+    """
+
+    def __init__(self, width: int, momentum: float = 0.02) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("var", torch.ones(width))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, features: Tensor) -> None:
+        """Fold a training batch's statistics into the running ones (exponential average)."""
+        f = features.detach().float()
+        if f.shape[0] < 2:
+            return
+        m = 1.0 if int(self.count) == 0 else self.momentum
+        self.mean.lerp_(f.mean(0), m)
+        self.var.lerp_(f.var(0), m)
+        self.count += 1
+
+    def forward(self, features: Tensor) -> Tensor:
+        return (features - self.mean.to(features.dtype)) * torch.rsqrt(self.var.to(features.dtype) + 1e-5)
+
+
 class GalClip(nn.Module):
     """CLIP-style model for galaxies.
 
@@ -63,6 +96,7 @@ class GalClip(nn.Module):
         self.image_proj = projection_head(self.image_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.spectrum_proj = projection_head(self.spectrum_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        self.image_standardizer = FeatureStandardizer(self.image_encoder.num_features)
 
     # -- image -------------------------------------------------------------------------
     def image_tokens(self, image: Tensor) -> Tensor:
@@ -72,6 +106,13 @@ class GalClip(nn.Module):
     def image_features(self, image: Tensor) -> Tensor:
         """(N, Fi) pooled features before the projection head."""
         return self.image_encoder(image)
+
+    def image_representation(self, image: Tensor) -> Tensor:
+        """(N, Fi) unit vectors of the standardised pooled features: the representation that
+        carries morphology (measured in ``benchmarks/bench_representation.py``), used by the
+        heads, kNN labeling and candidate ranking. The projection output (:meth:`encode_image`)
+        is what aligns with spectra, for cross-modal search."""
+        return F.normalize(self.image_standardizer(self.image_encoder(image)), dim=-1)
 
     def encode_image(self, image: Tensor, normalize: bool = True) -> Tensor:
         z = self.image_proj(self.image_encoder(image))

@@ -3,7 +3,9 @@
 Images arrive in *noise units* before the arcsinh stretch, so extra noise can be drawn
 from the pixel ivar in the same linear space the noise lives in. Transformations are the
 symmetries of a sky cutout (90° rotations, flips, sub-pixel recentring) — nothing that
-changes the galaxy's physics (no colour jitter, no blur beyond the PSF scale). Spectra get
+changes the galaxy's physics (no colour jitter, no crops that could cut a tidal tail off).
+Survey conditions are varied instead: extra noise (a shallower exposure) and extra
+Gaussian blur (worse seeing), so the embedding does not depend on depth or PSF. Spectra get
 extra noise from their ivar, masked wavelength windows (sky lines, bad columns, dichroic
 gaps) and small flux-calibration tilts.
 
@@ -29,7 +31,9 @@ class AugmentConfig:
         rot90, flip: random 90° rotations / horizontal flips per object.
         shift_px: max sub-pixel shift (pixels, uniform in ±shift_px, bilinear).
         image_noise: extra Gaussian noise amplitude × per-pixel sigma (= ivar^-1/2), drawn
-            uniformly in [0, image_noise] per object.
+            uniformly in [0, image_noise] per object (depth: 1 = a 2× shorter exposure).
+        psf_sigma: extra Gaussian blur, sigma in pixels drawn uniformly in [0, psf_sigma] per
+            object (seeing; 0 = off). Applied before the noise, as in a real exposure.
         spectrum_noise: same for spectra.
         mask_windows: number of wavelength windows masked per spectrum (ivar set to 0).
         mask_width: window width as a fraction of the spectrum length.
@@ -44,6 +48,7 @@ class AugmentConfig:
     flip: bool = True
     shift_px: float = 0.5
     image_noise: float = 0.5
+    psf_sigma: float = 0.0
     spectrum_noise: float = 0.5
     mask_windows: int = 2
     mask_width: float = 0.03
@@ -86,6 +91,18 @@ def _warp(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _blur(x: Tensor, sigma: Tensor, radius: int = 3) -> Tensor:
+    """Separable Gaussian blur of (N,C,H,W) with one sigma (pixels) per object, flux conserving."""
+    n, c, h, w = x.shape
+    k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    ker = torch.exp(-0.5 * (k[None] / sigma.to(x.dtype).clamp_min(1e-3)[:, None]) ** 2)
+    ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(c, 0)[:, None, None, :]  # (N·C,1,1,K)
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (radius, radius, 0, 0)), ker, groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, radius, radius)), ker.transpose(2, 3), groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
 def augment_images(image: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """Augment (N,B,H,W) noise-unit images and their ivar consistently."""
     n, dev = image.shape[0], image.device
@@ -96,6 +113,8 @@ def augment_images(image: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.G
     keep = x[:, 2 * b:] < 1e-3
     img = torch.where(keep, x[:, :b], torch.zeros_like(x[:, :b]))
     iv = torch.where(keep, x[:, b:2 * b].clamp_min(0), torch.zeros_like(x[:, :b]))
+    if cfg.psf_sigma > 0:
+        img = _blur(img, _uniform(n, gen, dev, 0, cfg.psf_sigma))
     if cfg.image_noise > 0:
         amp = _uniform(n, gen, dev, 0, cfg.image_noise)[:, None, None, None]
         sigma = torch.where(iv > 0, iv.clamp_min(1e-12).rsqrt(), torch.zeros_like(iv))

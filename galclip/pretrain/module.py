@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 
 from galclip.config import to_dict
 from galclip.errors import GalclipError
@@ -23,6 +24,7 @@ from galclip.models.galclip import GalClip
 from galclip.pretrain.augment import AugmentConfig, augment_images, augment_scale, augment_spectra
 from galclip.pretrain.losses import SSLLoss, clip_loss
 from galclip.pretrain.metrics import embedding_metrics
+from galclip.pretrain.morph_targets import MorphTargets, morph_loss, r2_per_target
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,19 @@ class LossConfig:
             image-only objects (or image-only surveys) still train the image tower.
         ssl_spectrum_weight: the same for spectra.
         ssl_temperature: NT-Xent temperature.
+        morph_weight: regression of the stored morphology statistics (``morph_*`` columns
+            from ingest) from the image tower's pooled features
+            (:mod:`galclip.pretrain.morph_targets`): puts merger structure into the
+            embedding. Ignored (with a log line) when the dataset stores none.
+        morph_columns: which statistics (default: every stored one).
     """
 
     clip_weight: float = 1.0
     ssl_image_weight: float = 0.0
     ssl_spectrum_weight: float = 0.0
     ssl_temperature: float = 0.1
+    morph_weight: float = 0.0
+    morph_columns: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -72,12 +81,18 @@ class PretrainModule(pl.LightningModule):
         seed: base seed of all per-step randomness.
         target_names: label columns probed by kNN at validation (plus ``z``).
         use_spectra / use_images: False when the survey lacks that modality.
+        morph: standardised morphology targets of every row (``loss.morph_weight`` > 0).
     """
 
     def __init__(self, model: GalClip, loss: LossConfig, optim: OptimConfig, augment: AugmentConfig,
                  total_steps: int, seed: int = 0, target_names: list[str] | None = None,
-                 use_images: bool = True, use_spectra: bool = True, log_every: int = 10) -> None:
+                 use_images: bool = True, use_spectra: bool = True, log_every: int = 10,
+                 morph: MorphTargets | None = None) -> None:
         super().__init__()
+        self.morph = morph if (morph is not None and loss.morph_weight > 0 and use_images) else None
+        # a pretraining-only head: the embedding is the tower's pooled features it reads
+        self.morph_head = (torch.nn.Linear(model.image_encoder.num_features, len(self.morph.names))
+                           if self.morph is not None else None)
         self.log_every = max(1, log_every)
         self.model = model
         self.loss_cfg, self.optim_cfg, self.aug_cfg = loss, optim, augment
@@ -96,7 +111,7 @@ class PretrainModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         o = self.optim_cfg
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        for name, p in self.named_parameters():
             if p.requires_grad:
                 (no_decay if _no_decay(name, p) else decay).append(p)
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
@@ -120,8 +135,14 @@ class PretrainModule(pl.LightningModule):
         hi, hs = batch["has_image"].bool(), batch["has_spectrum"].bool()
         parts: dict[str, torch.Tensor] = {}
         zi = zs = None
-        if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0):
-            zi = m.encode_image(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
+        if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0 or self.morph is not None):
+            fi = m.image_features(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
+            zi = F.normalize(m.image_proj(fi), dim=-1)
+            m.image_standardizer.update(fi)  # running statistics of the stored representation
+            if self.morph is not None:
+                target, present = (t.to(fi.device) for t in self.morph.batch(batch["index"]))
+                present = present & batch["has_image"].bool()[:, None]
+                parts["morph"] = L.morph_weight * morph_loss(self.morph_head(fi), target, present)
             if L.ssl_image_weight > 0:
                 zi2 = m.encode_image(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
                 parts["ssl_image"] = L.ssl_image_weight * self.ssl(zi, zi2, hi)
@@ -155,7 +176,7 @@ class PretrainModule(pl.LightningModule):
         if ok:
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip or float("inf"))
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.optim_cfg.grad_clip or float("inf"))
             ok = bool(torch.isfinite(norm))
         if not ok:
             opt.zero_grad(set_to_none=True)
@@ -197,12 +218,20 @@ class PretrainModule(pl.LightningModule):
     # -- validation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val = []
+        self._morph_val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         m = self.model
         n, D = batch["index"].shape[0], m.embed_dim
         nan = torch.full((n, D), float("nan"))
-        zi = m.encode_image(batch["image"]).float().cpu() if self.use_images else nan
+        zi = nan
+        if self.use_images:
+            fi = m.image_features(batch["image"])
+            zi = F.normalize(m.image_proj(fi), dim=-1).float().cpu()
+        if self.morph is not None:
+            target, present = self.morph.batch(batch["index"])
+            self._morph_val.append((self.morph_head(fi).float().cpu().numpy(), target.numpy(),
+                                    (present & batch["has_image"].bool().cpu()[:, None]).numpy()))
         zs = (m.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], batch.get("spectrum_scale")).float().cpu()
               if self.use_spectra else nan)
         self._val.append({"image": zi.numpy(), "spectrum": zs.numpy(),
@@ -218,6 +247,13 @@ class PretrainModule(pl.LightningModule):
         if "z" not in targets and "redshift" not in targets:
             targets["z"] = cat["z"]
         metrics = embedding_metrics(cat["image"], cat["spectrum"], cat["has_image"], cat["has_spectrum"], targets)
+        if getattr(self, "_morph_val", None):
+            pred, target, present = (np.concatenate(x) for x in zip(*self._morph_val))
+            r2 = r2_per_target(pred, target, present)
+            if np.isfinite(r2).any():  # how much of the classical morphology the features hold
+                metrics["morph_r2"] = float(np.nanmean(r2))
+                metrics.update({f"morph_r2/{n.removeprefix('morph_')}": float(v)
+                                for n, v in zip(self.morph.names, r2) if np.isfinite(v)})
         self.val_metrics = metrics
         for k, v in metrics.items():
             if math.isfinite(v):

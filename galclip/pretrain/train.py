@@ -46,6 +46,7 @@ from galclip.pretrain.augment import AugmentConfig
 from galclip.pretrain.data import (StepBatchSampler, cache_size_bytes, load_tensors, memory_loader,
                                    streaming_loader)
 from galclip.pretrain.module import LossConfig, OptimConfig, PretrainModule
+from galclip.pretrain.morph_targets import MorphTargets, build_targets
 from galclip.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -257,16 +258,33 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
-def _losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool) -> LossConfig:
-    """The loss config, with the SSL term switched on for a tower that has no partner modality."""
+def _losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool, morph: bool = False) -> LossConfig:
+    """The loss config, with the SSL term switched on for a tower that has no partner modality
+    (and, for the image tower, no morphology targets either)."""
     loss_cfg = copy.deepcopy(cfg.loss)
-    if not use_spectra and loss_cfg.ssl_image_weight <= 0:
+    if not use_spectra and loss_cfg.ssl_image_weight <= 0 and not morph:
         log.info("dataset has no spectra: training the image tower with the SSL term only (loss.ssl_image_weight=1)")
         loss_cfg.ssl_image_weight = 1.0
     if not use_images and loss_cfg.ssl_spectrum_weight <= 0:
         log.info("dataset has no images: training the spectrum tower with the SSL term only")
         loss_cfg.ssl_spectrum_weight = 1.0
     return loss_cfg
+
+
+def _morph_targets(cfg: PretrainConfig, full: SurveyDataset, train_idx: np.ndarray,
+                   use_images: bool) -> MorphTargets | None:
+    """The morphology regression targets when ``loss.morph_weight`` > 0 (None, logged, when the
+    survey stores no ``morph_*`` columns: ingest with ``morphology: true`` to get them)."""
+    if cfg.loss.morph_weight <= 0 or not use_images:
+        return None
+    morph = build_targets(full, train_idx, cfg.loss.morph_columns)
+    if morph is None:
+        log.warning("loss.morph_weight=%g but %s stores no morphology columns: the term is off "
+                    "(ingest with morphology: true)", cfg.loss.morph_weight, cfg.data.path)
+    else:
+        log.info("regressing %d morphology statistics (%.0f%% measured)", len(morph.names),
+                 100 * float(morph.present.float().mean()))
+    return morph
 
 
 def _trainer(cfg: PretrainConfig, out: Path, precision: str,
@@ -333,12 +351,15 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     use_images, use_spectra = full.n_bands > 0, full.spectrum_length > 0
     mcfg = resolve_model_config(cfg, full.n_bands, cfg.data.image.size, full.spectrum_length)
     train_idx, val_idx = _split(n_rows, tc, cfg.seed)
+    morph = _morph_targets(cfg, full, train_idx, use_images)
     if mcfg.spectrum.kind == "tabular":  # catalogue measurements as the second tower
         mcfg = resolve_tabular_tower(mcfg, full, train_idx)  # preprocessing fitted on training rows
         full, use_spectra = TabularAsSpectrum(full, mcfg), True
-    loss_cfg = _losses(cfg, use_images, use_spectra)
+    loss_cfg = _losses(cfg, use_images, use_spectra, morph is not None)
     resolved = to_dict(cfg)
     resolved["loss"] = to_dict(loss_cfg)
+    if morph is not None:
+        resolved["morph_targets"] = morph.summary()
     resolved["resolved_model"] = to_dict(mcfg)
     atomic_write_text(out / "config.yaml", dump_yaml(resolved))
 
@@ -350,7 +371,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(mcfg)
     module = PretrainModule(model, loss_cfg, cfg.optim, cfg.augment, tc.steps, cfg.seed, full.label_names,
-                            use_images=use_images, use_spectra=use_spectra, log_every=tc.log_every)
+                            use_images=use_images, use_spectra=use_spectra, log_every=tc.log_every, morph=morph)
 
     accel = tc.accelerator
     cuda = torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")

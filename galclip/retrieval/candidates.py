@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 from astropy.table import Table
 
-from galclip.embeddings import EmbeddingStore, QueryKind
+from galclip.embeddings import EmbeddingStore, QueryKind, morphology_kind
 from galclip.errors import ConfigError
 from galclip.gallery import GalleryItem, gallery_png, html_report, items_from_dataset, known_labels
 from galclip.retrieval.store import load_index, normalise, valid_rows
@@ -44,7 +44,8 @@ class CandidatesConfig:
         positives: CSV/FITS table of known mergers (``object_id`` column), and/or
         positive_ids: their ids listed directly.
         negatives, negative_ids: known non-mergers (optional).
-        kind: embedding to compare ("" = the index's kind).
+        kind: embedding to compare ("" = the image representation ``image_features``,
+            which carries morphology; the index's kind for files written before it).
         top_m: examples averaged per side (capped at the number given).
         negative_weight: weight of the non-merger similarity.
         exclude_known: leave the given examples out of the ranking.
@@ -169,7 +170,7 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
         raise ConfigError("give index=... (a directory from `galclip index`)")
     loaded = load_index(cfg.index, mmap=True)  # only the store is needed: do not read the index into RAM
     store = loaded.store
-    kind = cfg.kind or loaded.manifest.embedding_kind
+    kind = cfg.kind or morphology_kind(store.kinds, loaded.manifest.embedding_kind)
     pos = _ids(store, cfg.positives, cfg.positive_ids, "merger")
     neg = _ids(store, cfg.negatives, cfg.negative_ids, "non-merger")
     if cfg.from_label and pos.size == 0:

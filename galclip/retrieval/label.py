@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from astropy.table import Table
 
-from galclip.embeddings import EmbeddingStore, QueryKind
+from galclip.embeddings import EmbeddingStore, QueryKind, morphology_kind
 from galclip.errors import ConfigError
 from galclip.retrieval.fewshot import encode_labels, predict_proba
 from galclip.retrieval.store import load_index, valid_rows
@@ -40,7 +40,8 @@ class LabelConfig:
         shots: with ``labeled`` empty, draw this many labelled examples per class from the
             stored column (0 = use every stored label).
         targets: CSV/FITS table of ``object_id`` to label ("" = every object not labelled).
-        kind: embedding to compare ("" = the index's kind).
+        kind: embedding to compare ("" = the image representation ``image_features``,
+            which carries morphology; the index's kind for files written before it).
         method: ``knn`` (similarity-weighted vote) or ``prototype`` (nearest class mean).
         k: neighbours for ``knn``.
         temperature: softness of the similarity weighting.
@@ -123,7 +124,7 @@ def run_label(cfg: LabelConfig) -> Table:
         raise ConfigError("give index=... (a directory from `galclip index`)")
     loaded = load_index(cfg.index, mmap=True)  # only the store is needed: do not read the index into RAM
     store = loaded.store
-    kind = cfg.kind or loaded.manifest.embedding_kind
+    kind = cfg.kind or morphology_kind(store.kinds, loaded.manifest.embedding_kind)
     sup_rows, sup_vals = _support(store, cfg)
     if cfg.targets:
         ids, _ = read_objects(cfg.targets)

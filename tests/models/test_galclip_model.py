@@ -203,3 +203,34 @@ def test_checkpoint_from_before_the_new_spectrum_options_loads_as_it_was_made(tm
     flux, ivar = torch.randn(2, 100), torch.ones(2, 100)
     with torch.no_grad():
         assert torch.equal(again.encode_spectrum(flux, ivar), old.encode_spectrum(flux, ivar))
+
+
+def test_image_representation_is_standardised_by_running_statistics_only():
+    torch.manual_seed(0)
+    m = build_model(_tiny()).eval()
+    img = torch.randn(64, 2, 32, 32) * 3 + 1
+    feats = m.image_features(img)
+    assert torch.allclose(m.image_representation(img).norm(dim=-1), torch.ones(64), atol=1e-5)
+    for _ in range(200):  # the exponential average converges to the batch statistics
+        m.image_standardizer.update(feats)
+    z = m.image_standardizer(feats)
+    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-3)
+    assert torch.allclose(z.std(0), torch.ones(z.shape[1]), atol=0.02)
+    single = m.image_representation(img[:1])  # a batch of one is standardised the same way
+    assert torch.allclose(single, m.image_representation(img)[:1], atol=1e-5)
+
+
+def test_checkpoint_from_before_the_standardiser_loads_with_identity_statistics(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    old = build_model(_tiny()).eval()
+    save_checkpoint(old, _tiny(), tmp_path / "old")
+    path = tmp_path / "old" / "model.safetensors"
+    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("image_standardizer.")}
+    save_file(state, str(path))
+    again, _ = load_model(tmp_path / "old")
+    img = torch.randn(3, 2, 32, 32)
+    with torch.no_grad():
+        raw = torch.nn.functional.normalize(old.image_features(img), dim=-1)
+        assert torch.allclose(again.image_representation(img), raw, atol=1e-5)

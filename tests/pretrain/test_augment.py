@@ -73,3 +73,15 @@ def test_shifted_pixels_touching_a_mask_are_masked_not_noisy():
     assert torch.all(out[oiv == 0] == 0)
     assert out.abs().max() < 10  # no huge noise from tiny interpolated ivar at mask edges
     assert (oiv == 0).sum() >= (ivar == 0).sum()
+
+
+def test_psf_blur_widens_a_point_source_and_keeps_its_flux():
+    img = torch.zeros(8, 2, 21, 21)
+    img[:, :, 10, 10] = 1.0
+    ivar = torch.ones_like(img)
+    cfg = AugmentConfig(rot90=False, flip=False, shift_px=0.0, image_noise=0.0, psf_sigma=2.0)
+    out, _ = augment_images(img, ivar, cfg, torch.Generator().manual_seed(0))
+    assert torch.allclose(out.sum((2, 3)), torch.ones(8, 2), atol=1e-3)  # flux conserved (away from edges)
+    peak = out[:, 0, 10, 10]
+    assert torch.all(peak < 1.0) and peak.std() > 0.01  # blurred, by a different sigma per object
+    assert torch.allclose(out[:, 0], out[:, 1])  # one PSF for all bands of an object

@@ -82,3 +82,25 @@ def test_demo_mode_draws_known_examples_and_reports_precision(tmp_path, clustere
     assert all(y[int(o[1:])] == 0 for o in summary["known_positive_ids"])
     prec = summary["precision_at"]
     assert prec["top50"] >= 0.9 and prec["base_rate"] < 0.3
+
+
+def test_candidates_and_label_default_to_the_image_representation(tmp_path, clustered):
+    """With ``image_features`` stored, ranking and labeling read it unless told otherwise."""
+    import json
+
+    from galclip.retrieval.label import LabelConfig, run_label
+
+    x, y = clustered(300, 16, 6, 0.35, seed=3)
+    noise = np.random.default_rng(0).normal(size=(300, 16))  # the index's kind holds no morphology here
+    idmap = dict(object_id=np.array([f"s{i}" for i in range(300)], dtype=object), ra=np.zeros(300),
+                 dec=np.zeros(300), has_image=np.ones(300, bool), has_spectrum=np.zeros(300, bool))
+    idx = build_index_dir(tmp_path / "idx", idmap, {"image": noise, "image_features": x}, "image",
+                          labels={"merger": (y == 0).astype(float)})
+    run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "c"), from_label="merger", n_known=4))
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["kind"] == "image_features" and summary["precision_at"]["top50"] >= 0.9
+    run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "d"), from_label="merger", n_known=4,
+                                    kind="image"))
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["precision_at"]["top50"] < 0.6
+    run_label(LabelConfig(index=str(idx), out=str(tmp_path / "l"), label_column="merger"))
+    assert json.loads((tmp_path / "l" / "summary.json").read_text())["kind"] == "image_features"

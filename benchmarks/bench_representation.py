@@ -1,0 +1,216 @@
+"""Which pretraining recipe puts merger morphology into the embedding (issue 13 ablation).
+
+    .venv/bin/galclip ingest --config configs/ingest_sdss_jpeg.yaml out=data/sdss_jpeg      # unlabeled GZ2
+    .venv/bin/galclip ingest --config configs/ingest_gz1.yaml out=data/gz1_dev              # labelled GZ1
+    .venv/bin/python benchmarks/bench_representation.py --pretrain-data data/sdss_jpeg --eval-data data/gz1_dev \\
+        --name gz1 --variants random,vit_ssl,cnn_ssl,cnn_morph,cnn_ssl_morph,recipe --steps 300
+    .venv/bin/python benchmarks/bench_representation.py ... --variants recipe --steps 1400   # the shipped length
+
+Every variant is a real ``galclip pretrain --config configs/pretrain_image_only.yaml`` plus its
+overrides (:data:`VARIANTS`), on the *unlabeled* survey; its checkpoint then embeds the
+labelled survey with ``galclip embed``'s code, and the few-label stages run on the vectors:
+
+* ``head_auc_<n>``: galclip's few-label head (``galclip_image`` of ``galclip evaluate``:
+  the late-fusion head on the image vector) trained on n mergers + n non-mergers;
+* ``fused_auc_<n>``: the same head + the morphology statistics (``galclip_image_tabular``);
+* ``morph_lr_auc_<n>``: the classical reference, statistics + logistic regression;
+* ``knn_bacc_10``: ``galclip label``'s weighted kNN with 10 labelled galaxies per class,
+  balanced accuracy over the rest;
+* ``cand_p20``: ``galclip candidates``' score from 10 known mergers, precision of the top 20
+  against the base rate of the ranked rest (``cand_base_rate``);
+* ``p_at_1``, ``map_at_r`` (merger/non-merger retrieval, PML ``AccuracyCalculator``) when available.
+
+Each is measured on the projection output (``vector=embedding``, the CLIP space) and on the
+standardised pooled features (``vector=representation``, what galclip stores as
+``image_features``). Fixed split, documented: ``numpy.random.default_rng(s)`` permutes the
+merger and the non-merger rows (dataset order); the first n of each train, every other
+galaxy is the test set, s = 0..seeds-1 (as ``bench_morphology_gz1.py``).
+Writes ``benchmarks/results/representation_<name>.json`` (merged with earlier variants).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from galclip.config import load_config  # noqa: E402
+from galclip.data.dataset import DataConfig  # noqa: E402
+from galclip.encode import embed_checkpoint  # noqa: E402
+from galclip.finetune.baselines import morphology_lr  # noqa: E402
+from galclip.finetune.evaluate import EvaluateConfig  # noqa: E402
+from galclip.finetune.methods import METHODS, Bench  # noqa: E402
+from galclip.finetune.tabular_inputs import build_tabular  # noqa: E402
+from galclip.models.checkpoint import save_checkpoint  # noqa: E402
+from galclip.models.galclip import build_model  # noqa: E402
+from galclip.pretrain.train import PretrainConfig, resolve_model_config, run_pretrain  # noqa: E402
+from galclip.retrieval.candidates import score_block  # noqa: E402
+from galclip.retrieval.fewshot import knn_proba  # noqa: E402
+
+#: variant → (config file, overrides). ``random`` is the recipe's model, untrained.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "random": ("configs/pretrain_image_only.yaml", ["train.steps=0"]),
+    # the issue's starting point: 3-block ViT, SimCLR only, no morphology term
+    "vit_ssl": ("configs/pretrain_image_only.yaml", ["model=small", "loss.morph_weight=0", "loss.ssl_image_weight=1",
+                                                     "augment.psf_sigma=0", "augment.image_noise=0.5", "optim.lr=0.001"]),
+    "cnn_ssl": ("configs/pretrain_image_only.yaml", ["loss.morph_weight=0", "loss.ssl_image_weight=1",
+                                                     "augment.psf_sigma=0", "augment.image_noise=0.5"]),
+    "cnn_ssl_morph": ("configs/pretrain_image_only.yaml", ["loss.ssl_image_weight=1"]),
+    "cnn_morph_ssl0.1": ("configs/pretrain_image_only.yaml", ["loss.ssl_image_weight=0.1"]),
+    "cnn_morph_noaug": ("configs/pretrain_image_only.yaml", ["augment.psf_sigma=0", "augment.image_noise=0.5"]),
+    "vit_morph": ("configs/pretrain_image_only.yaml", ["model=small", "optim.lr=0.001"]),
+    "recipe": ("configs/pretrain_image_only.yaml", []),  # ResNet-10t, morphology targets, PSF + depth augmentation
+}
+
+
+def pretrain(variant: str, data: str, out: Path, steps: int, extra: list[str]) -> tuple[Path, float]:
+    """Run the variant's pretraining (or save the untrained model); returns (checkpoint, minutes)."""
+    cfg_file, overrides = VARIANTS[variant]
+    over = [f"data.path={data}", f"out={out}", "progress=false", "resume=never"] + overrides + extra
+    if not any(o.startswith("train.steps=") for o in overrides):
+        over.append(f"train.steps={steps}")
+    cfg = load_config(PretrainConfig, ROOT / cfg_file, over)
+    t0 = time.perf_counter()
+    if cfg.train.steps == 0:
+        from galclip.data.dataset import SurveyDataset
+
+        ds = SurveyDataset(cfg.data)
+        mcfg = resolve_model_config(cfg, ds.n_bands, cfg.data.image.size, ds.spectrum_length)
+        torch.manual_seed(cfg.seed)
+        save_checkpoint(build_model(mcfg), mcfg, out, extra={"steps": 0, "preprocessing": {
+            "image": dataclasses.asdict(cfg.data.image), "spectrum": dataclasses.asdict(cfg.data.spectrum)}})
+    else:
+        run_pretrain(cfg)
+    return out, (time.perf_counter() - t0) / 60
+
+
+def draws(y: np.ndarray, n: int, seeds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, test rows) per seed: n + n labelled, everything else tested."""
+    out = []
+    for s in range(seeds):
+        rng = np.random.default_rng(s)
+        p, q = rng.permutation(np.flatnonzero(y == 1)), rng.permutation(np.flatnonzero(y == 0))
+        tr = np.r_[p[:n], q[:n]]
+        out.append((tr, np.setdiff1d(np.arange(len(y)), tr)))
+    return out
+
+
+def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
+              n: int, seeds: int) -> dict[str, float]:
+    """galclip's few-label heads (embedding only; + morphology) and morphology + LR, mean ROC AUC."""
+    cfg = EvaluateConfig()
+    has_spec = np.zeros(len(y), bool) if spectrum is None else np.isfinite(spectrum).all(1)
+    feats = {"image": np.nan_to_num(vec).astype(np.float32), "has_image": np.isfinite(vec).all(1),
+             "spectrum": np.zeros((len(y), 1), np.float32) if spectrum is None else np.nan_to_num(spectrum),
+             "has_spectrum": has_spec}
+    from galclip.data.morphology import ALL_COLUMNS
+
+    morph_cols = [j for j, c in enumerate(tab_names) if c.removeprefix("morph_") in ALL_COLUMNS and c != "morph_flag"]
+    res: dict[str, list[float]] = {"head": [], "fused": [], "morph_lr": [], "metric": []}
+    for tr, te in draws(y, n, seeds):
+        bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols)
+        for key, name in (("head", "galclip_image"), ("fused", "galclip_image_tabular"), ("metric", "galclip_image_metric")):
+            if name in METHODS and METHODS[name].available(bench):
+                _, scored = METHODS[name].run(bench, tr, 0)
+                _, rows, p, _ = scored[0]
+                res[key].append(roc_auc_score(y[rows], p))
+        xm = tab[:, morph_cols]
+        p, _ = morphology_lr(xm[tr], y[tr], xm[te], cfg.morph_lr_c, cfg.train.cv_folds, seed=0)
+        res["morph_lr"].append(roc_auc_score(y[te], p))
+    return {f"{k}_auc_{n}": round(float(np.mean(v)), 4) for k, v in res.items() if v} | {
+        f"{k}_auc_{n}_std": round(float(np.std(v)), 4) for k, v in res.items() if v}
+
+
+def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, float]:
+    """``galclip label`` kNN (10 per class) balanced accuracy; ``galclip candidates`` precision@20."""
+    ok = np.isfinite(vec).all(1)
+    bacc, p20, base = [], [], []
+    for tr, te in draws(y, 10, seeds):
+        tr, te = tr[ok[tr]], te[ok[te]]
+        prob = knn_proba(vec[tr], y[tr], vec[te], 2)
+        bacc.append(balanced_accuracy_score(y[te], prob.argmax(1)))
+        known = tr[y[tr] == 1]
+        rest = np.setdiff1d(np.flatnonzero(ok), known)
+        score = score_block(vec[rest], vec[known], None, 3, 1.0)[0]
+        top = rest[np.lexsort((rest, -score))[:20]]
+        p20.append(y[top].mean())
+        base.append(y[rest].mean())
+    out = {"knn_bacc_10": round(float(np.mean(bacc)), 4), "cand_p20": round(float(np.mean(p20)), 4),
+           "cand_base_rate": round(float(np.mean(base)), 4)}
+    try:  # PML AccuracyCalculator (merger / non-merger retrieval), where the package provides it
+        from galclip.retrieval.metrics import retrieval_accuracy  # type: ignore[attr-defined]
+
+        out.update({k: round(float(v), 4) for k, v in retrieval_accuracy(vec[ok], y[ok]).items()})
+    except ImportError:
+        pass
+    return out
+
+
+def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
+             vectors: list[str]) -> dict[str, dict]:
+    arrays, _ = embed_checkpoint(ckpt, DataConfig(path=data), progress=False)
+    y = (np.nan_to_num(arrays[label]) > 0).astype(int)
+    from galclip.data.dataset import SurveyDataset
+    from galclip.finetune.tabular_inputs import TabularInputConfig
+
+    ds = SurveyDataset(DataConfig(path=data))
+    tab, names, _ = build_tabular(ds, TabularInputConfig(columns=[], morphology=True), np.arange(len(ds)))
+    spectrum = arrays["spectrum"] if arrays["has_spectrum"].any() else None
+    out = {}
+    for vector, key in (("embedding", "image"), ("representation", "image_features")):
+        if vector not in vectors:
+            continue
+        vec = arrays[key].astype(np.float32)
+        row: dict[str, float] = {}
+        for n in budgets:
+            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds))
+        row.update(knn_and_candidates(vec, y, seeds))
+        out[vector] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pretrain-data", required=True)
+    ap.add_argument("--eval-data", required=True)
+    ap.add_argument("--name", default="gz1")
+    ap.add_argument("--label", default="merger")
+    ap.add_argument("--variants", default="random,cnn_ssl,cnn_ssl_morph,recipe")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--vectors", default="embedding,representation")
+    ap.add_argument("--budgets", default="10,20")
+    ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
+    ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    path = ROOT / "benchmarks" / "results" / f"representation_{args.name}.json"
+    results = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    results.update(protocol=__doc__.split("Fixed split, documented: ")[1].split("Writes")[0].strip(),
+                   pretrain_data=str(Path(args.pretrain_data).resolve()), eval_data=str(Path(args.eval_data).resolve()))
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="galclip_rep_"))
+    for variant in args.variants.split(","):
+        ckpt, minutes = pretrain(variant, args.pretrain_data, base / f"{variant}_{args.steps}", args.steps,
+                                 args.override)
+        metrics = json.loads((ckpt / "metrics.json").read_text()) if (ckpt / "metrics.json").exists() else {}
+        row = {"variant": variant, "overrides": VARIANTS[variant][1] + args.override, "steps": metrics.get("steps", 0),
+               "pretrain_minutes": round(minutes, 2), "val_morph_r2": metrics.get("val/morph_r2"),
+               **evaluate(ckpt, args.eval_data, args.label, args.seeds, [int(b) for b in args.budgets.split(",")],
+                        args.vectors.split(","))}
+        results["rows"][f"{variant}@{args.steps}"] = row
+        path.write_text(json.dumps(results, indent=1))
+        print(variant, json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,10 @@ cosine similarity (unit vectors, where L2 order = cosine order).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+from typing import Iterator
+
 import numpy as np
 
 #: PML metric name → key reported here
@@ -16,6 +20,18 @@ METRICS = {"precision_at_1": "p_at_1", "mean_average_precision_at_r": "map_at_r"
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return np.ascontiguousarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+
+@contextlib.contextmanager
+def _quiet_pml() -> Iterator[None]:
+    """PML logs "running k-nn with k=..." at INFO on every call; stage logs run at INFO."""
+    log = logging.getLogger("PML")
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def retrieval_accuracy(query: np.ndarray, query_labels: np.ndarray, reference: np.ndarray | None = None,
@@ -39,5 +55,6 @@ def retrieval_accuracy(query: np.ndarray, query_labels: np.ndarray, reference: n
             raise ValueError("a reference set needs reference_labels")
         ref, rl = _unit(reference), np.asarray(reference_labels, np.float32)
     calc = AccuracyCalculator(include=tuple(METRICS), k="max_bin_count", device=torch.device("cpu"))
-    got = calc.get_accuracy(q, ql, ref, rl, ref_includes_query=reference is None)
+    with _quiet_pml():
+        got = calc.get_accuracy(q, ql, ref, rl, ref_includes_query=reference is None)
     return {METRICS[k]: float(v) for k, v in got.items()}

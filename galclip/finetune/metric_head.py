@@ -74,7 +74,9 @@ class MetricHead(nn.Module):
         self.n_out, self.n_classes = n_out, max(2, n_out)
         self.classifier, self.k, self.temperature = cfg.metric_classifier, cfg.metric_k, cfg.metric_temperature
         self.noise = cfg.feature_noise
-        self.norms = nn.ModuleDict({k: nn.LayerNorm(d) for k, d in dims.items()})
+        # embeddings get a LayerNorm (unit-scale coordinates); the statistics are standardised
+        # already, and a row-wise norm would erase "every statistic is high" from them
+        self.norms = nn.ModuleDict({k: nn.Identity() if k == "tabular" else nn.LayerNorm(d) for k, d in dims.items()})
         d_in = sum(dims.values()) + len(dims)
         self.dropout = nn.Dropout(cfg.dropout)
         self.mlp = ProjectionHead([(d_in, cfg.hidden, None, nn.Sequential(nn.GELU(), nn.Dropout(cfg.dropout))),

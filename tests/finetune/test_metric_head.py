@@ -125,3 +125,19 @@ def test_multiclass_metric_head_gives_class_probabilities() -> None:
     assert np.isnan(thr) and oof.shape == (24, 3)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     assert (p.argmax(1) == yt).mean() > 0.8
+
+
+def test_tabular_statistics_feed_the_metric_space() -> None:
+    """Class signal only in the statistics, as a shift shared by every column (which a row-wise
+    normalisation of the statistics would erase); the image features are pure noise."""
+    rng = np.random.default_rng(0)
+
+    def draw(n_per: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        y = np.repeat([0, 1], n_per)
+        tab = rng.normal(size=(y.size, 4)) + np.where(y == 1, 1.0, -1.0)[:, None]
+        return rng.normal(size=(y.size, D)).astype(np.float32), tab, y
+
+    x, tab, y = draw(10)
+    head, _, _ = _fit(HeadConfig(kind="metric", tabular="linear", hidden=16), x, y, ["a", "b", "c", "d"], tab)
+    xt, tt, yt = draw(100)
+    assert roc_auc_score(yt, predict(head, _feats(xt, tt))) > 0.9

@@ -61,6 +61,22 @@ def embed(data: str, checkpoint: str, random_init: bool, batch_size: int, image_
                     "model_name": cfg.name, "random_init": random_init}
 
 
+def retrieval(x: np.ndarray, y: np.ndarray, max_rows: int = 5000) -> dict[str, Any]:
+    """Same-class retrieval (precision@1, MAP@R, R-precision; PML AccuracyCalculator) of the
+    labelled rows — at most ``max_rows`` of them (seeded draw), as MAP@R searches as deep as
+    the largest class."""
+    from galclip.retrieval.fewshot import encode_labels
+    from galclip.retrieval.metrics import retrieval_accuracy
+    from galclip.retrieval.store import valid_rows
+
+    keep = valid_rows(x) & (np.isfinite(y) if y.dtype.kind in "fc" else True)
+    rows = np.flatnonzero(keep)
+    if rows.size > max_rows:
+        rows = np.sort(np.random.default_rng(0).choice(rows, max_rows, replace=False))
+    _, codes = encode_labels(y[rows])
+    return {**retrieval_accuracy(x[rows], codes), "n": int(rows.size)}
+
+
 def curves(arrays: dict[str, np.ndarray], labels: list[str], kinds: list[str], shots: list[int],
            seeds: list[int], k: int) -> list[dict[str, Any]]:
     from galclip.retrieval.fewshot import fewshot_curve, summarise_curve
@@ -78,9 +94,11 @@ def curves(arrays: dict[str, np.ndarray], labels: list[str], kinds: list[str], s
             t0 = time.perf_counter()
             rows = fewshot_curve(x, y, shots=shots, seeds=seeds, k=k)
             summ = summarise_curve(rows)
+            ret = retrieval(np.asarray(x, np.float32), y)
             out.append(dict(label=label, kind=kind, n_objects=int(np.isfinite(x).all(axis=1).sum()),
                             classes={str(c): int(n) for c, n in zip(*np.unique(y[np.isfinite(y)] if y.dtype.kind == "f" else y, return_counts=True))},
-                            summary=summ, rows=rows, seconds=round(time.perf_counter() - t0, 2)))
+                            summary=summ, rows=rows, retrieval=ret, seconds=round(time.perf_counter() - t0, 2)))
+            print(f"  {label:<14} {kind:<9} retrieval: P@1 {ret['p_at_1']:.3f}  MAP@R {ret['map_at_r']:.3f}")
             for s in summ:
                 print(f"  {label:<14} {kind:<9} {s['method']:<10} {s['shots']:>3} shots: acc {s['accuracy_mean']:.3f} "
                       f"± {s['accuracy_std']:.3f}  bal.acc {s['balanced_accuracy_mean']:.3f}")

@@ -108,6 +108,10 @@ def fit_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: np.ndarr
              seed: int | None = None) -> FusionClassifier:
     """Train ``head`` on all rows of ``feats`` with labels ``y`` (ints)."""
     seed = cfg.seed if seed is None else seed
+    if head.cfg.kind == "metric":  # a metric loss on embeddings, not a loss on logits
+        from galclip.finetune.metric_head import fit_metric_head
+
+        return fit_metric_head(head, feats, np.asarray(y).astype(int), cfg, seed)
     gen = torch.Generator().manual_seed(seed)
     yt = torch.as_tensor(y, dtype=torch.long)
     with torch.no_grad():

@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-HeadKind = Literal["late", "gated", "cross_attention"]
+HeadKind = Literal["late", "gated", "cross_attention", "metric"]
 
 
 @dataclasses.dataclass
@@ -34,13 +34,28 @@ class HeadConfig:
 
     Attributes:
         kind: ``late`` (concatenate → MLP), ``gated`` (learned per-object modality weights
-            over the present modalities) or ``cross_attention`` (image tokens ↔ spectrum tokens).
+            over the present modalities), ``cross_attention`` (image tokens ↔ spectrum tokens)
+            or ``metric`` (metric-learning embedding + similarity classifier,
+            :mod:`galclip.finetune.metric_head`; tabular statistics, ``linear`` or ``encoder``
+            alike, are concatenated standardised to its inputs, without a linear term).
         hidden: width of the MLP / projections.
         dropout: dropout inside the head (strong regularisation for few labels).
         n_heads: attention heads (cross-attention only).
         tabular: ``none``; ``linear`` (standardised features → linear term + linear branch);
             ``encoder`` (FT-Transformer branch from ``galclip.models.tabular`` + linear term).
         tabular_linear_term: add the logistic-regression-like linear term on the tabular features.
+        metric_loss: metric head loss (pytorch-metric-learning): ``supcon`` (SupConLoss),
+            ``triplet`` (TripletMarginLoss) or ``multi_similarity`` (MultiSimilarityLoss).
+        miner: metric head miner: ``multi_similarity``, ``triplet`` (semi-hard) or ``none``.
+        metric_dim: width of the metric embedding.
+        metric_classifier: ``prototype`` (cosine to each class's mean embedding) or ``knn``
+            (mean cosine to each class's ``metric_k`` nearest labeled rows).
+        metric_k: neighbours of the ``knn`` classifier.
+        metric_temperature: softness of the similarity → probability map (and SupCon's); much
+            below 0.2 float32 probabilities saturate at 0/1 and tie.
+        feature_noise: std of Gaussian noise on the (layer-normalised, so unit-scale) metric
+            head inputs while training: with a handful of labels it keeps each class from
+            collapsing onto its few training points (0.3 beat 0.1 on synthetic blobs).
     """
 
     kind: HeadKind = "late"
@@ -49,6 +64,23 @@ class HeadConfig:
     n_heads: int = 4
     tabular: Literal["none", "linear", "encoder"] = "none"
     tabular_linear_term: bool = True
+    metric_loss: Literal["supcon", "triplet", "multi_similarity"] = "supcon"
+    miner: Literal["multi_similarity", "triplet", "none"] = "multi_similarity"
+    metric_dim: int = 32
+    metric_classifier: Literal["prototype", "knn"] = "prototype"
+    metric_k: int = 5
+    metric_temperature: float = 0.2
+    feature_noise: float = 0.3
+
+    def __post_init__(self) -> None:
+        import typing
+
+        for name in ("kind", "tabular", "metric_loss", "miner", "metric_classifier"):
+            allowed = typing.get_args(typing.get_type_hints(HeadConfig)[name])
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"head.{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
+        if self.metric_dim < 1 or self.metric_k < 1 or not self.metric_temperature > 0:
+            raise ValueError("head.metric_dim and head.metric_k must be >= 1, head.metric_temperature > 0")
 
 
 def _mlp(d_in: int, hidden: int, n_out: int, dropout: float) -> nn.Sequential:
@@ -177,17 +209,27 @@ class FusionClassifier(nn.Module):
         self.tabular_columns = list(tabular_columns)
         n_tabular = len(self.tabular_columns)
         self.use_tab = cfg.tabular != "none" and n_tabular > 0
+        metric = cfg.kind == "metric"
+        self.tab_raw = cfg.tabular == "encoder" and not metric  # the FT-Transformer reads NaN itself
         dims = dict(embed_dims)
         self.tab_encoder: nn.Module | None = None
-        if self.use_tab:
+        if self.use_tab and metric:  # the metric head reads the standardised statistics themselves
+            self.tab_encoder = nn.Identity()
+            dims["tabular"] = n_tabular
+        elif self.use_tab:
             if cfg.tabular == "encoder":
                 self.tab_encoder = _tabular_encoder(self.tabular_columns, cfg.hidden, cfg.dropout)
             else:
                 self.tab_encoder = nn.Linear(n_tabular, cfg.hidden)
             dims["tabular"] = cfg.hidden
-        self.linear_term = nn.Linear(n_tabular, n_out) if self.use_tab and cfg.tabular_linear_term else None
+        self.linear_term = (nn.Linear(n_tabular, n_out) if self.use_tab and cfg.tabular_linear_term and not metric
+                            else None)
         if not dims:
             self.head: nn.Module | None = None
+        elif metric:
+            from galclip.finetune.metric_head import MetricHead
+
+            self.head = MetricHead(dims, n_out, cfg)
         elif cfg.kind == "late":
             self.head = LateFusionHead(dims, n_out, cfg)
         elif cfg.kind == "gated":
@@ -206,8 +248,9 @@ class FusionClassifier(nn.Module):
     def needs_tokens(self) -> bool:
         return self.cfg.kind == "cross_attention"
 
-    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits (N, n_out) from a feature dictionary (missing keys → modality absent)."""
+    def _inputs(self, feats: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                                                 torch.Tensor | float]:
+        """Modality vectors, presence masks and the linear tabular term's logits (0.0 without one)."""
         n = next(v.shape[0] for v in feats.values() if isinstance(v, torch.Tensor))
         vecs: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
@@ -218,10 +261,22 @@ class FusionClassifier(nn.Module):
         if self.use_tab:
             raw = feats["tabular"]
             tab = torch.nan_to_num(raw, nan=0.0, posinf=0.0, neginf=0.0)  # standardised: 0 = typical value
-            vecs["tabular"] = self.tab_encoder(raw if self.cfg.tabular == "encoder" else tab)
+            vecs["tabular"] = self.tab_encoder(raw if self.tab_raw else tab)
             masks["tabular"] = torch.ones(n, dtype=torch.bool, device=tab.device)
             if self.linear_term is not None:
                 logits = self.linear_term(tab)
+        return vecs, masks, logits
+
+    def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unit vectors of the metric head's learned space (``kind: metric`` only)."""
+        if not hasattr(self.head, "embed"):
+            raise ValueError(f"head kind {self.cfg.kind!r} has no metric embedding")
+        vecs, masks, _ = self._inputs(feats)
+        return self.head.embed(vecs, masks)
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (N, n_out) from a feature dictionary (missing keys → modality absent)."""
+        vecs, masks, logits = self._inputs(feats)
         if self.head is not None:
             tokens = None
             if self.needs_tokens:

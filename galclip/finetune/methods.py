@@ -4,21 +4,24 @@ Each method says what it needs (an encoder's features, tabular statistics, raw i
 turns one labeled subset into scored test rows; the harness only loops over
 :data:`METHODS`. Adding a method (or changing which vector a method reads) is one entry here.
 
-=========================  ==============================================================
-galclip_fusion             pretrained image+spectrum embeddings → fusion head; also scored
-                           with image-only and spectrum-only inference (``@image_only``...)
-galclip_fusion_morph       the same + morphology/catalogue statistics (linear term + branch)
-galclip_image              pretrained image tower alone → same head (single modality)
-galclip_image_tabular      pretrained image tower + tabular statistics
-galclip_spectrum           pretrained spectrum tower alone → same head (single modality)
-tabular_head               tabular statistics only → same head
-random_init                randomly initialised encoders, fused → same head
-image_ssl                  image tower of an image-only SSL checkpoint (``image_ssl_checkpoint``)
-image_ssl_morph            the same + morphology statistics
-morphology_lr              Gini/M20/A/C... + logistic regression (scikit-learn); morphology
-                           columns only, even when the dataset has other catalogue columns
-cnn_scratch                small timm CNN trained from scratch with augmentation
-=========================  ==============================================================
+==============================  ==============================================================
+galclip_fusion                  pretrained image+spectrum embeddings → fusion head; also scored
+                                with image-only and spectrum-only inference (``@image_only``...)
+galclip_fusion_morph            the same + morphology/catalogue statistics (linear term + branch)
+galclip_image                   pretrained image tower alone → same head (single modality)
+galclip_image_tabular           pretrained image tower + tabular statistics
+galclip_image_metric            pretrained image tower → metric-learning head (``head.kind: metric``:
+                                PML loss + miner, prototype/kNN similarity classifier)
+galclip_image_tabular_metric    the same + standardised tabular statistics as metric-head inputs
+galclip_spectrum                pretrained spectrum tower alone → same head (single modality)
+tabular_head                    tabular statistics only → same head
+random_init                     randomly initialised encoders, fused → same head
+image_ssl                       image tower of an image-only SSL checkpoint (``image_ssl_checkpoint``)
+image_ssl_morph                 the same + morphology statistics
+morphology_lr                   Gini/M20/A/C... + logistic regression (scikit-learn); morphology
+                                columns only, even when the dataset has other catalogue columns
+cnn_scratch                     small timm CNN trained from scratch with augmentation
+==============================  ==============================================================
 """
 from __future__ import annotations
 
@@ -74,7 +77,8 @@ class HeadMethod:
     """Encoder features (+ tabular statistics) → the fusion head of ``cfg.head``.
 
     ``modalities`` None = every modality the data has; ``single`` = modalities also scored
-    alone at inference (rows ``<name>@<modality>_only``).
+    alone at inference (rows ``<name>@<modality>_only``); ``kind`` replaces ``cfg.head.kind``
+    ("" = keep it), so one evaluation compares head kinds on the same labels.
     """
 
     name: str
@@ -83,6 +87,7 @@ class HeadMethod:
     tabular: bool = False
     single: tuple[str, ...] = ()
     images: bool = False
+    kind: str = ""
 
     def _modalities(self, bench: Bench) -> list[str]:
         if self.modalities is None:
@@ -97,7 +102,8 @@ class HeadMethod:
         t0 = time.time()
         cfg, feats, mods = bench.cfg, bench.features[self.features], self._modalities(bench)
         tab = bench.tab if self.tabular else None
-        hcfg = dataclasses.replace(cfg.head, tabular=cfg.tabular_head if self.tabular else "none")
+        hcfg = dataclasses.replace(cfg.head, kind=self.kind or cfg.head.kind,
+                                   tabular=cfg.tabular_head if self.tabular else "none")
         factory = head_factory(hcfg, feats, mods, 1, bench.tab_names if self.tabular else [], seed)
         ftr = feature_tensors(feats, train_rows, tab, keep=mods)
         head, thr, _ = fit_with_threshold(factory, ftr, bench.yi[train_rows], cfg.train, seed=seed)
@@ -149,6 +155,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     HeadMethod("galclip_fusion_morph", "pretrained", ("image", "spectrum"), tabular=True, single=("image",)),
     HeadMethod("galclip_image", "pretrained", ("image",)),
     HeadMethod("galclip_image_tabular", "pretrained", ("image",), tabular=True),
+    HeadMethod("galclip_image_metric", "pretrained", ("image",), kind="metric"),
+    HeadMethod("galclip_image_tabular_metric", "pretrained", ("image",), tabular=True, kind="metric"),
     HeadMethod("galclip_spectrum", "pretrained", ("spectrum",)),
     HeadMethod("tabular_head", "pretrained", (), tabular=True),
     HeadMethod("random_init", "random", None),

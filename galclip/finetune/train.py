@@ -95,6 +95,8 @@ class FinetuneConfig:
             raise ValueError(f"modalities: {bad[0]!r} is not one of {list(MODALITIES)}")
         if not 0 <= self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.head.kind == "metric" and self.unfreeze_blocks > 0:  # Lightning trains heads on logits
+            raise ValueError("head.kind metric trains on frozen encoder features: set unfreeze_blocks=0")
 
 
 # --------------------------------------------------------------------------- stage

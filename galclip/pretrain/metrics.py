@@ -63,9 +63,30 @@ def knn_probe(emb: np.ndarray, y: np.ndarray, k: int = 10, folds: int = 5, seed:
     return {"r2": float(r2_score(y, pred))}
 
 
+def label_retrieval(emb: np.ndarray, y: np.ndarray, max_rows: int = 2000, seed: int = 0) -> dict[str, float] | None:
+    """Precision@1 and MAP@R of same-class retrieval (PML ``AccuracyCalculator``) for a categorical ``y``.
+
+    Complements the kNN probe: it scores the neighbourhood ranking itself, not a vote. At most
+    ``max_rows`` rows (a seeded draw) keep the kNN depth MAP@R needs (the largest class) cheap;
+    None for continuous targets or too few rows/classes.
+    """
+    from galclip.retrieval.metrics import retrieval_accuracy
+
+    ok = np.isfinite(y) & np.isfinite(emb).all(1)
+    emb, y = emb[ok], y[ok]
+    if y.size < 20 or np.unique(y).size < 2 or not is_categorical(y):
+        return None
+    if y.size > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(y.size, max_rows, replace=False))
+        emb, y = emb[keep], y[keep]
+    got = retrieval_accuracy(emb, y.astype(int))
+    return {"p_at_1": got["p_at_1"], "map_at_r": got["map_at_r"]}
+
+
 def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.ndarray, has_spectrum: np.ndarray,
                       targets: dict[str, np.ndarray]) -> dict[str, float]:
-    """Retrieval top-1/5 both ways within the pool of paired objects + kNN probes per target."""
+    """Retrieval top-1/5 both ways within the pool of paired objects + kNN probes per target
+    (categorical targets also get same-class retrieval ``p_at_1`` / ``map_at_r``)."""
     out: dict[str, float] = {}
     both = has_image & has_spectrum
     if both.sum() >= 2:
@@ -80,6 +101,8 @@ def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.nda
         for mod, emb, has in (("image", image, has_image), ("spectrum", spectrum, has_spectrum)):
             if not has.any():
                 continue
-            for metric, value in (knn_probe(emb[has], np.asarray(y, float)[has]) or {}).items():
+            yc = np.asarray(y, float)[has]
+            probes = {**(knn_probe(emb[has], yc) or {}), **(label_retrieval(emb[has], yc) or {})}
+            for metric, value in probes.items():
                 out[f"knn_{col}_{metric}_{mod}"] = value
     return out

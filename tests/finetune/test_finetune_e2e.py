@@ -30,7 +30,7 @@ def _ft_cfg(ds: Path, ckpt: Path, out: Path, *extra: str):
                                               f"out={out}", "train.epochs=15", "progress=false", *extra])
 
 
-@pytest.mark.parametrize("kind", ["late", "cross_attention"])
+@pytest.mark.parametrize("kind", ["late", "cross_attention", "metric"])
 def test_finetune_writes_head_metrics_and_per_object_tables(tiny_dataset: Path, tiny_ckpt: Path, tmp_path: Path,
                                                             kind: str) -> None:
     from astropy.table import Table
@@ -43,6 +43,7 @@ def test_finetune_writes_head_metrics_and_per_object_tables(tiny_dataset: Path, 
 
     out = tmp_path / f"run_{kind}"
     fast = ["train.epochs=3", "train.cv_folds=0"] if kind == "cross_attention" else []  # heavier head: keep it short
+    fast += ["head.metric_classifier=knn", "head.metric_loss=triplet"] if kind == "metric" else []
     metrics = run_finetune(_ft_cfg(tiny_dataset, tiny_ckpt, out, f"head.kind={kind}", *fast))
     for f in ("head.safetensors", "head.json", "metrics.json", "predictions.csv", "predictions.fits"):
         assert (out / f).exists(), f
@@ -132,12 +133,12 @@ def test_evaluate_harness_tiny(tiny_dataset: Path, tiny_ckpt: Path, tmp_path: Pa
     cfg = load_config(EvaluateConfig, None, [
         f"data.path={tiny_dataset}", "data.image.size=32", f"checkpoint={tiny_ckpt}", f"out={out}",
         "budgets=[6,100]", "seeds=[0,1]", "train.epochs=3", "train.cv_folds=0", "cnn.epochs=1", "progress=false",
-        "methods=[galclip_fusion,galclip_spectrum,random_init,cnn_scratch]"])
+        "methods=[galclip_fusion,galclip_spectrum,random_init,cnn_scratch,galclip_image_metric]"])
     rep = run_evaluate(cfg)
     assert rep["budgets"] == [6, rep["n_pool"]]  # budgets above the pool size are capped
     names = {r["method"] for r in rep["summary"]}
     assert names == {"galclip_fusion", "galclip_fusion@image_only", "galclip_fusion@spectrum_only",
-                     "galclip_spectrum", "random_init", "cnn_scratch"}
+                     "galclip_spectrum", "random_init", "cnn_scratch", "galclip_image_metric"}
     assert all(r["n_seeds"] == 2 for r in rep["summary"])
     assert {"roc_auc_mean", "roc_auc_std", "ece_mean", "f1_mean"} <= set(rep["summary"][0])
     assert "pretraining_gain" in rep["headline"]

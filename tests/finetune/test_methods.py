@@ -11,8 +11,26 @@ def test_methods_declare_their_inputs() -> None:
     feats = {"pretrained": {"has_spectrum": np.zeros(4, bool)}, "random": {"has_spectrum": np.zeros(4, bool)}}
     bench = Bench(EvaluateConfig(), np.zeros(4, int), np.arange(2), feats)
     # image-only data, no tabular statistics, no SSL checkpoint, no cutouts read
-    assert [n for n, m in METHODS.items() if m.available(bench)] == ["galclip_image", "random_init"]
+    assert [n for n, m in METHODS.items() if m.available(bench)] == ["galclip_image", "galclip_image_metric",
+                                                                      "random_init"]
     bench.features["pretrained"]["has_spectrum"][0] = True
     bench.tab, bench.tab_names, bench.morph_cols = np.zeros((4, 1)), ["gini"], [0]
     assert {n for n, m in METHODS.items() if not m.available(bench)} == {"image_ssl", "image_ssl_morph", "cnn_scratch"}
-    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 11
+    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 13
+
+
+def test_metric_methods_swap_only_the_head_kind() -> None:
+    """galclip_image_metric runs the metric head on the pretrained image features, whatever cfg.head.kind says."""
+    from galclip.finetune.head_training import HeadTrainConfig
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 12)
+    img = rng.normal(size=(24, 8)).astype(np.float32)
+    img[:, 0] += 3.0 * y
+    feats = {"pretrained": {"image": img, "has_image": np.ones(24, bool), "has_spectrum": np.zeros(24, bool)}}
+    cfg = EvaluateConfig(train=HeadTrainConfig(epochs=5, cv_folds=0))
+    bench = Bench(cfg, y, np.arange(0, 24, 2), feats)
+    (name, rows, p, thr), = METHODS["galclip_image_metric"].run(bench, np.arange(1, 24, 2), seed=0)[1]
+    assert name == "galclip_image_metric" and np.array_equal(rows, bench.test) and thr == 0.5
+    assert p.shape == (12,) and ((p >= 0) & (p <= 1)).all() and p.std() > 0
+    assert cfg.head.kind == "late"  # the evaluation's own head config is untouched

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from galclip.pretrain.metrics import embedding_metrics, knn_probe, retrieval_topk
+from galclip.pretrain.metrics import embedding_metrics, knn_probe, label_retrieval, retrieval_topk
 
 
 def test_retrieval_topk_exact():
@@ -47,3 +47,18 @@ def test_embedding_metrics_handles_missing_modalities():
     shuffled = embedding_metrics(z, z[rng.permutation(50)], np.ones(50, bool), np.ones(50, bool), {})
     assert 0.25 < shuffled["s2i_median_rank_frac"] < 0.75  # unrelated pairs: about half the pool
     assert "knn_y_r2_image" in m and "knn_y_r2_spectrum" in m
+
+
+def test_categorical_targets_get_label_retrieval_scores():
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(300, 4))
+    y = (emb[:, 0] > 0).astype(float)
+    good = label_retrieval(emb, y)
+    assert set(good) == {"p_at_1", "map_at_r"} and good["p_at_1"] > 0.85
+    assert 0.35 < label_retrieval(emb, rng.permutation(y))["p_at_1"] < 0.65
+    assert label_retrieval(emb, emb[:, 0]) is None  # continuous targets: R² probe only
+    small = label_retrieval(emb, y, max_rows=50)
+    assert small is not None and small != good  # a 50-row draw, not all rows
+    m = embedding_metrics(emb, emb, np.ones(300, bool), np.zeros(300, bool), {"merger": y})
+    assert m["knn_merger_p_at_1_image"] == good["p_at_1"] and "knn_merger_map_at_r_image" in m
+    assert "knn_merger_bacc_image" in m and "knn_merger_p_at_1_spectrum" not in m

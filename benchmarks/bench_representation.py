@@ -70,6 +70,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cnn_morph_noaug": ("configs/pretrain_image_only.yaml", ["augment.psf_sigma=0", "augment.image_noise=0.5"]),
     "vit_morph": ("configs/pretrain_image_only.yaml", ["model=small", "optim.lr=0.001"]),
     "recipe": ("configs/pretrain_image_only.yaml", []),  # ResNet-10t, morphology targets, PSF + depth augmentation
+    # paired (image + spectrum) surveys: the previous default (ViT, CLIP only) and the new one
+    "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
+                                                  "augment.image_noise=0.5"]),
+    "paired_recipe": ("configs/pretrain.yaml", []),
 }
 
 
@@ -105,8 +109,12 @@ def draws(y: np.ndarray, n: int, seeds: int) -> list[tuple[np.ndarray, np.ndarra
     return out
 
 
+HEADS = {"head": "galclip_image", "fused": "galclip_image_tabular", "metric": "galclip_image_metric",
+         "fusion": "galclip_fusion"}
+
+
 def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
-              n: int, seeds: int) -> dict[str, float]:
+              n: int, seeds: int, heads: list[str]) -> dict[str, float]:
     """galclip's few-label heads (embedding only; + morphology) and morphology + LR, mean ROC AUC."""
     cfg = EvaluateConfig()
     has_spec = np.zeros(len(y), bool) if spectrum is None else np.isfinite(spectrum).all(1)
@@ -116,10 +124,11 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
     from galclip.data.morphology import ALL_COLUMNS
 
     morph_cols = [j for j, c in enumerate(tab_names) if c.removeprefix("morph_") in ALL_COLUMNS and c != "morph_flag"]
-    res: dict[str, list[float]] = {"head": [], "fused": [], "morph_lr": [], "metric": []}
+    res: dict[str, list[float]] = {k: [] for k in [*heads, "morph_lr"]}
     for tr, te in draws(y, n, seeds):
         bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols)
-        for key, name in (("head", "galclip_image"), ("fused", "galclip_image_tabular"), ("metric", "galclip_image_metric")):
+        for key in heads:
+            name = HEADS[key]
             if name in METHODS and METHODS[name].available(bench):
                 _, scored = METHODS[name].run(bench, tr, 0)
                 _, rows, p, _ = scored[0]
@@ -157,7 +166,7 @@ def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, 
 
 
 def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
-             vectors: list[str]) -> dict[str, dict]:
+             vectors: list[str], heads: list[str]) -> dict[str, dict]:
     arrays, _ = embed_checkpoint(ckpt, DataConfig(path=data), progress=False)
     y = (np.nan_to_num(arrays[label]) > 0).astype(int)
     from galclip.data.dataset import SurveyDataset
@@ -173,7 +182,7 @@ def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
         vec = arrays[key].astype(np.float32)
         row: dict[str, float] = {}
         for n in budgets:
-            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds))
+            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds, heads))
         row.update(knn_and_candidates(vec, y, seeds))
         out[vector] = row
     return out
@@ -189,6 +198,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--vectors", default="embedding,representation")
+    ap.add_argument("--heads", default="head,fused", help=f"few-label heads to score, of {','.join(HEADS)}")
     ap.add_argument("--budgets", default="10,20")
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
     ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
@@ -205,8 +215,10 @@ def main() -> None:
         metrics = json.loads((ckpt / "metrics.json").read_text()) if (ckpt / "metrics.json").exists() else {}
         row = {"variant": variant, "overrides": VARIANTS[variant][1] + args.override, "steps": metrics.get("steps", 0),
                "pretrain_minutes": round(minutes, 2), "val_morph_r2": metrics.get("val/morph_r2"),
+               **{k: metrics[k] for k in ("val/i2s_top1", "val/i2s_top5", "val/s2i_top1", "val/s2i_top5",
+                                          "val/i2s_median_rank_frac") if k in metrics},
                **evaluate(ckpt, args.eval_data, args.label, args.seeds, [int(b) for b in args.budgets.split(",")],
-                        args.vectors.split(","))}
+                        args.vectors.split(","), args.heads.split(","))}
         results["rows"][f"{variant}@{args.steps}"] = row
         path.write_text(json.dumps(results, indent=1))
         print(variant, json.dumps(row), flush=True)

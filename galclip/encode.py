@@ -167,7 +167,7 @@ def encode_batch(model: GalClip, batch: dict[str, Any], names: Sequence[str] | N
               "spectrum": (model.spectrum_encoder, (x2, iv2, scale2), model.encode_spectrum,
                            model.spectrum_features, model.spectrum_tokens)}
     dev = _device(model)
-    rep = (model.image_representation, (batch["image"],), has["image"], (model.image_encoder.num_features,))
+    rep = (model.image_representation, (batch["image"],), has["image"], (model.representation_dim,))
     for m in modalities:
         tower, args, embed, features, tok = towers[m]
         if m == "image" and image_vector == "representation":
@@ -227,7 +227,7 @@ def embed_dataset(model: GalClip, dataset: Dataset, batch_size: int = 256, devic
                       **{k: _numpy(t) for k, t in v.items()},
                       "labels": batch["labels"].numpy().reshape(len(batch["object_id"]), len(labels))})
     model.train(was_training)
-    return _embedding_arrays(parts, labels, model.embed_dim, model.image_encoder.num_features)
+    return _embedding_arrays(parts, labels, model.embed_dim, model.representation_dim)
 
 
 def _embedding_arrays(parts: list[dict[str, Any]], labels: list[str], dim: int,

@@ -47,7 +47,7 @@ def test_finetune_features_of_a_tabular_checkpoint_equal_embed(tabular_survey: P
         feats = extract_features(ckpt.model, ds, progress=False)
         np.testing.assert_array_equal(feats["has_spectrum"], hs)
         np.testing.assert_allclose(feats["spectrum"], emb["spectrum"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(feats["image"], emb["image"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(feats["image"], emb["image_features"], rtol=1e-5, atol=1e-6)  # heads: representation
 
 
 def test_one_compatibility_check_names_the_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_embed_and_index_store_identical_embeddings(tiny_dataset: Path, tmp_path
 def cfg_width(ck: str) -> int:
     from galclip.models import load_model
 
-    return load_model(ck)[0].image_encoder.num_features
+    return load_model(ck)[0].representation_dim
 
 
 def test_heads_read_the_image_representation(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -110,6 +110,7 @@ def test_heads_read_the_image_representation(tiny_dataset: Path, tmp_path: Path)
     cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=ds.spectrum_length)
     model = build_model(cfg)
     model.image_standardizer.update(torch.randn(16, model.image_encoder.num_features) + 2)
+    assert model.representation_dim == min(64, model.image_encoder.num_features)
     heads = encode_dataset(model, ds, progress=False)
     emb = embed_dataset(model, ds, progress=False)
     assert np.allclose(heads["image"], emb["image_features"], atol=1e-5)

@@ -61,10 +61,11 @@ class How:
 DEMO = ".venv/bin/galclip demo --out runs/demo"
 INGEST = ("galclip ingest --out data/mysurvey images=[cutouts/*.fits] spectra=[spectra/*.fits] "
           "labels.path=labels.csv labels.by=position morphology=true")
-OWN_PRETRAIN = "galclip pretrain --data data/mysurvey --out runs/my_pretrain --model small train.steps=5000"
+OWN_PRETRAIN = "galclip pretrain --data data/mysurvey --out runs/my_pretrain train.steps=5000"
 OWN_INDEX = "galclip index --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_index"
 MY_INGEST = "galclip ingest --config configs/ingest_sdss_jpeg.yaml --out data/my_survey images=[my_cutouts/]"
-MY_PRETRAIN = "galclip pretrain --data data/my_survey --out runs/my_pretrain --model small train.steps=5000"
+MY_PRETRAIN = ("galclip pretrain --config configs/pretrain_image_only.yaml --data data/my_survey "
+               "--out runs/my_pretrain")
 MY_FINETUNE = ("galclip finetune --data data/my_survey --checkpoint runs/my_pretrain --labels my_labels.csv "
                "test_fraction=0 --out runs/my_head")
 

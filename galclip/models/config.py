@@ -130,7 +130,7 @@ def _load_presets() -> dict[str, dict[str, Any]]:
 #: Named model combinations (see the comment at the top of each YAML file for its use).
 MODEL_PRESETS: dict[str, dict[str, Any]] = _load_presets()
 
-DEFAULT_MODEL = "small"
+DEFAULT_MODEL = "small-cnn"
 
 
 def list_models() -> list[str]:

@@ -43,22 +43,33 @@ class FluxScaleEmbedding(nn.Module):
 
 
 class FeatureStandardizer(nn.Module):
-    """Running mean/variance of pooled tower features, applied as a fixed standardisation.
+    """Running statistics of pooled tower features → a fixed standardised PCA projection.
 
     Pooled CNN features are non-negative and dominated by a few high-variance channels, so
     cosine similarity on them mostly measures overall brightness. Standardised per channel
-    (statistics tracked during pretraining, stored with the weights) every channel counts,
-    which is what kNN labeling, candidate ranking and few-label heads need. Unlike
+    every channel counts; projected on the leading principal components of the standardised
+    features (statistics tracked during pretraining, stored with the weights) the hundreds
+    of weak, noisy directions no longer decide who is whose nearest neighbour — which is
+    what kNN labeling and candidate ranking from a handful of examples need (Jégou & Chum
+    2012 for PCA before retrieval; ``benchmarks/results/representation_gz1.json``). Unlike
     ``BatchNorm`` it never uses batch statistics, so fine-tuning with batches of 8 cannot
-    change the representation.
+    change the representation. A model that never saw data (count 0) gives the plain features.
     """
 
-    def __init__(self, width: int, momentum: float = 0.02) -> None:
+    def __init__(self, width: int, n_components: int = 64, momentum: float = 0.02) -> None:
         super().__init__()
         self.momentum = momentum
+        self.n_components = min(n_components, width)
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("var", torch.ones(width))
+        self.register_buffer("second", torch.zeros(width, width))  # E[z zᵀ] of standardised features
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self._basis: tuple[int, Tensor] | None = None
+
+    @property
+    def width(self) -> int:
+        """Output width: the principal components once statistics exist, else the features."""
+        return self.n_components if int(self.count) > 0 else int(self.mean.shape[0])
 
     @torch.no_grad()
     def update(self, features: Tensor) -> None:
@@ -69,10 +80,29 @@ class FeatureStandardizer(nn.Module):
         m = 1.0 if int(self.count) == 0 else self.momentum
         self.mean.lerp_(f.mean(0), m)
         self.var.lerp_(f.var(0), m)
+        z = self._standardise(f)
+        self.second.lerp_(z.T @ z / z.shape[0], m)
         self.count += 1
+        self._basis = None
+
+    def _standardise(self, f: Tensor) -> Tensor:
+        return (f - self.mean.to(f.dtype)) * torch.rsqrt(self.var.to(f.dtype) + 1e-5)
+
+    def basis(self) -> Tensor:
+        """(F, k) leading eigenvectors of the running correlation matrix (cached until updated)."""
+        key = int(self.count)
+        if self._basis is None or self._basis[0] != key or self._basis[1].device != self.second.device:
+            evals, evecs = torch.linalg.eigh(self.second.double())
+            order = torch.argsort(evals, descending=True)[: self.n_components]
+            vecs = evecs[:, order]
+            vecs = vecs * torch.where(vecs.sum(0) < 0, -1.0, 1.0)  # a fixed sign per component
+            self._basis = (key, vecs.to(self.second.dtype))
+        return self._basis[1]
 
     def forward(self, features: Tensor) -> Tensor:
-        return (features - self.mean.to(features.dtype)) * torch.rsqrt(self.var.to(features.dtype) + 1e-5)
+        if int(self.count) == 0:
+            return features
+        return self._standardise(features) @ self.basis().to(features.dtype)
 
 
 class GalClip(nn.Module):
@@ -107,8 +137,14 @@ class GalClip(nn.Module):
         """(N, Fi) pooled features before the projection head."""
         return self.image_encoder(image)
 
+    @property
+    def representation_dim(self) -> int:
+        """Width of :meth:`image_representation` (64 principal components after pretraining)."""
+        return self.image_standardizer.width
+
     def image_representation(self, image: Tensor) -> Tensor:
-        """(N, Fi) unit vectors of the standardised pooled features: the representation that
+        """(N, k) unit vectors of the standardised pooled features on their leading principal
+        components (:class:`FeatureStandardizer`): the representation that
         carries morphology (measured in ``benchmarks/bench_representation.py``), used by the
         heads, kNN labeling and candidate ranking. The projection output (:meth:`encode_image`)
         is what aligns with spectra, for cross-modal search."""

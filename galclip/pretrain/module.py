@@ -50,7 +50,7 @@ class LossConfig:
     ssl_image_weight: float = 0.0
     ssl_spectrum_weight: float = 0.0
     ssl_temperature: float = 0.1
-    morph_weight: float = 0.0
+    morph_weight: float = 1.0
     morph_columns: list[str] = dataclasses.field(default_factory=list)
 
 

@@ -72,7 +72,7 @@ def test_every_preset_builds_and_loads_by_name_or_path(name):
 
 
 def test_unknown_model_and_kind():
-    assert list_models() == ["base", "base-resnet", "compact", "small", "small-conv", "tiny"]  # package data found
+    assert list_models() == ["base", "base-resnet", "compact", "small", "small-cnn", "small-conv", "tiny"]  # package data found
     with pytest.raises(ConfigError, match="unknown model"):
         get_model_config("nope")
     with pytest.raises(ConfigError, match="unknown spectrum.kind"):
@@ -205,18 +205,27 @@ def test_checkpoint_from_before_the_new_spectrum_options_loads_as_it_was_made(tm
         assert torch.equal(again.encode_spectrum(flux, ivar), old.encode_spectrum(flux, ivar))
 
 
-def test_image_representation_is_standardised_by_running_statistics_only():
+def test_image_representation_is_standardised_pca_of_running_statistics():
+    from galclip.models.galclip import FeatureStandardizer
+
     torch.manual_seed(0)
     m = build_model(_tiny()).eval()
     img = torch.randn(64, 2, 32, 32) * 3 + 1
-    feats = m.image_features(img)
     assert torch.allclose(m.image_representation(img).norm(dim=-1), torch.ones(64), atol=1e-5)
+    st = FeatureStandardizer(6, n_components=2)
+    assert st.width == 6  # no statistics yet: the plain features
+    g = torch.Generator().manual_seed(0)
+    signal = torch.randn(512, 1, generator=g)
+    feats = torch.cat([signal * 5 + 3, signal * -2, torch.randn(512, 4, generator=g) * 0.1], 1) * 10
     for _ in range(200):  # the exponential average converges to the batch statistics
-        m.image_standardizer.update(feats)
-    z = m.image_standardizer(feats)
-    assert torch.allclose(z.mean(0), torch.zeros(z.shape[1]), atol=1e-3)
-    assert torch.allclose(z.std(0), torch.ones(z.shape[1]), atol=0.02)
-    single = m.image_representation(img[:1])  # a batch of one is standardised the same way
+        st.update(feats)
+    assert st.width == 2
+    assert torch.allclose(st.mean, feats.mean(0), atol=1e-3) and torch.allclose(st.var, feats.var(0), rtol=1e-3)
+    z = st(feats)
+    # the first component is the shared signal (both correlated channels, standardised alike)
+    assert abs(torch.corrcoef(torch.stack([z[:, 0], signal[:, 0]]))[0, 1]) > 0.99
+    assert z[:, 0].var() == pytest.approx(2.0, rel=0.05)  # two standardised channels in one direction
+    single = m.image_representation(img[:1])  # a batch of one is treated like any other
     assert torch.allclose(single, m.image_representation(img)[:1], atol=1e-5)
 
 

@@ -98,8 +98,12 @@ def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tup
 
 
 @torch.no_grad()
-def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored: Mapping[str, Any]) -> Query:
+def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored: Mapping[str, Any],
+                          kind: str = "image") -> Query:
     """Embed an image file with the image tower, preprocessed like the dataset.
+
+    ``kind``: ``image`` (the CLIP projection) or ``image_features`` (the morphology
+    representation, for an index built with ``kind=image_features``).
 
     The cutout is first brought to the dataset's stored form the way ingest does it
     (``stored``: ``bands``, ``stored_image_size``, ``image_crop``, ``image_resize``,
@@ -122,8 +126,9 @@ def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored:
         except ValueError as exc:
             raise InputFileError(path, str(exc)) from None
     x, _ = prepare_image(img, ivar, prep, scale)
-    vec = model.encode_image(torch.from_numpy(x)[None]).float().numpy()[0]
-    return Query(name=path.name, kind="image", vector=vec, image=img)
+    embed = model.image_representation if kind == "image_features" else model.encode_image
+    vec = embed(torch.from_numpy(x)[None]).float().numpy()[0]
+    return Query(name=path.name, kind=kind, vector=vec, image=img)
 
 
 @torch.no_grad()

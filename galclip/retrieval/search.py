@@ -113,9 +113,14 @@ def build_queries(loaded: LoadedIndex, cfg: SearchConfig) -> list[Query]:
         return [query_from_id(loaded, cfg.object_id, cfg.query_kind)]
     model = load_checked_model(loaded, cfg.checkpoint)
     img_prep, spec_prep = _prep(loaded, cfg)
+    kind = loaded.manifest.embedding_kind
     if cfg.image_file:
         info = loaded.manifest.preprocess or {}
-        return [query_from_image_file(model, cfg.image_file, img_prep, info)]
+        return [query_from_image_file(model, cfg.image_file, img_prep, info,
+                                      "image_features" if kind == "image_features" else "image")]
+    if kind == "image_features":
+        raise ConfigError(f"index {loaded.root} holds the image representation (kind=image_features), which "
+                          "spectra do not share: search spectra in an index built with kind=joint or image")
     grid = loaded.store.spectrum_lambda
     if grid is None:
         raise ConfigError(f"index {loaded.root} has no wavelength grid stored (built without a spectroscopic "

@@ -8,7 +8,7 @@ from astropy.table import Table
 
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.data.preprocess import ImagePrep
-from galclip.errors import InputFileError
+from galclip.errors import ConfigError, InputFileError
 from galclip.retrieval.index import IndexConfig, run_index
 from galclip.retrieval.search import SearchConfig, run_search
 from galclip.retrieval.store import load_index
@@ -88,6 +88,15 @@ def test_file_queries_find_the_same_object(tmp_path, tiny_dataset, tiny_checkpoi
     t = run_search(SearchConfig(index=str(img_idx), out=str(tmp_path / "qx"),
                                 spectrum_file=str(tmp_path / "spec-0001-52000-0005.fits"), k=3, gallery=False))
     assert set(t["query_kind"]) == {"spectrum"} and len(t) == 3
+
+    # an index of the morphology representation: an image file finds its object, a spectrum is refused
+    rep_idx = _index(tmp_path, tiny_dataset, tiny_checkpoint, "image_features")
+    t = run_search(SearchConfig(index=str(rep_idx), out=str(tmp_path / "qr"), image_file=str(tmp_path / "cutout.fits"),
+                                k=3, gallery=False))
+    assert t["object_id"][0] == "obj005" and t["score"][0] > 0.999 and set(t["query_kind"]) == {"image_features"}
+    with pytest.raises(ConfigError, match="kind=image_features"):
+        run_search(SearchConfig(index=str(rep_idx), out=str(tmp_path / "qz"),
+                                spectrum_file=str(tmp_path / "spec-0001-52000-0005.fits"), k=3, gallery=False))
 
 
 def test_partial_spectrum_is_masked_outside_its_range_and_refused_below_min_overlap(tmp_path, tiny_dataset,

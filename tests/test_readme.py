@@ -63,6 +63,7 @@ INGEST = ("galclip ingest --out data/mysurvey images=[cutouts/*.fits] spectra=[s
           "labels.path=labels.csv labels.by=position morphology=true")
 OWN_PRETRAIN = "galclip pretrain --data data/mysurvey --out runs/my_pretrain train.steps=5000"
 OWN_INDEX = "galclip index --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_index"
+REP_INGEST = "galclip ingest --config configs/ingest_sdss_jpeg.yaml --out data/sdss_jpeg images=[cutouts/]"
 MY_INGEST = "galclip ingest --config configs/ingest_sdss_jpeg.yaml --out data/my_survey images=[my_cutouts/]"
 MY_PRETRAIN = ("galclip pretrain --config configs/pretrain_image_only.yaml --data data/my_survey "
                "--out runs/my_pretrain")
@@ -99,6 +100,11 @@ TABLE: dict[str, How] = {
         How(after=(INGEST,), shared=("catalogs/darg2010_gz1_mergers.csv",)),
     ("galclip ingest --config configs/ingest_survey_images.yaml --out data/stamps stamps.images=[tiles/*.fits] "
      "stamps.catalog=targets.csv stamps.size_arcsec=60"): How(),
+    # "The representation": the image-only recipe on the same 16 small JPEGs
+    REP_INGEST: How(replace={"images=[cutouts/]": "images=[my_cutouts/]"}, append=("progress=false",)),
+    ("galclip pretrain --config configs/pretrain_image_only.yaml --data data/sdss_jpeg "
+     "--out runs/pretrain_images"): How(append=tuple(PRETRAIN_SMALL), after=(REP_INGEST,),
+                                        check="runs/pretrain_images/metrics.json:steps=2"),
     # "Classify your own galaxies": 16 small JPEGs, 6 labels in a CSV (and one unknown id)
     MY_INGEST: How(append=("progress=false",)),
     # (the README's two pretrain examples both write runs/my_pretrain; this one reads data/my_survey)

@@ -77,7 +77,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def pretrain(variant: str, data: str, out: Path, steps: int, extra: list[str]) -> tuple[Path, float]:
+def pretrain(variant: str, data: str, out: Path, steps: int, extra: list[str], reuse: bool = False) -> tuple[Path, float]:
     """Run the variant's pretraining (or save the untrained model); returns (checkpoint, minutes)."""
     cfg_file, overrides = VARIANTS[variant]
     over = [f"data.path={data}", f"out={out}", "progress=false", "resume=never"] + overrides + extra
@@ -85,6 +85,9 @@ def pretrain(variant: str, data: str, out: Path, steps: int, extra: list[str]) -
         over.append(f"train.steps={steps}")
     cfg = load_config(PretrainConfig, ROOT / cfg_file, over)
     t0 = time.perf_counter()
+    if reuse and (out / "model.safetensors").exists():  # re-measure a finished run without retraining it
+        metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+        return out, metrics.get("fit_seconds", 0.0) / 60
     if cfg.train.steps == 0:
         from galclip.data.dataset import SurveyDataset
 
@@ -202,6 +205,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="10,20")
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
     ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
+    ap.add_argument("--reuse", action="store_true", help="evaluate checkpoints already in --keep (minutes = their fit time)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     path = ROOT / "benchmarks" / "results" / f"representation_{args.name}.json"
@@ -211,7 +215,7 @@ def main() -> None:
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="galclip_rep_"))
     for variant in args.variants.split(","):
         ckpt, minutes = pretrain(variant, args.pretrain_data, base / f"{variant}_{args.steps}", args.steps,
-                                 args.override)
+                                 args.override, args.reuse)
         metrics = json.loads((ckpt / "metrics.json").read_text()) if (ckpt / "metrics.json").exists() else {}
         row = {"variant": variant, "overrides": VARIANTS[variant][1] + args.override, "steps": metrics.get("steps", 0),
                "pretrain_minutes": round(minutes, 2), "val_morph_r2": metrics.get("val/morph_r2"),

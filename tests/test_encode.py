@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.encode import load_checkpoint, open_dataset
+from galclip.encode import centre_rows, load_checkpoint, open_dataset
 from galclip.errors import ConfigError, InputFileError
 from galclip.models import build_model, get_model_config, save_checkpoint
 
@@ -47,7 +47,8 @@ def test_finetune_features_of_a_tabular_checkpoint_equal_embed(tabular_survey: P
         feats = extract_features(ckpt.model, ds, progress=False)
         np.testing.assert_array_equal(feats["has_spectrum"], hs)
         np.testing.assert_allclose(feats["spectrum"], emb["spectrum"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(feats["image"], emb["image_features"], rtol=1e-5, atol=1e-6)  # heads: representation
+        # heads read the image representation; the stored one is re-centred on the survey
+        np.testing.assert_allclose(centre_rows(feats["image"])[0], emb["image_features"], rtol=1e-4, atol=1e-5)
 
 
 def test_one_compatibility_check_names_the_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
@@ -86,8 +87,10 @@ def test_embed_and_index_store_identical_embeddings(tiny_dataset: Path, tmp_path
     stored, idx_meta = read_embeddings(idx / EMBEDDINGS_FILE)
     _assert_same_arrays(emb, stored)
     assert emb_meta == idx_meta and emb_meta["checkpoint_sha256"] and "merger" in emb
-    feats = emb["image_features"]  # the image representation is stored beside the CLIP vectors
+    feats = emb["image_features"]  # the image representation is stored beside the CLIP vectors ...
     assert feats.shape == (len(ds), cfg_width(ck)) and np.allclose(np.linalg.norm(feats, axis=1), 1, atol=1e-5)
+    centre = np.asarray(emb_meta["image_features_centre"])  # ... re-centred on this survey's mean
+    assert np.linalg.norm(feats.mean(0)) < 0.5 * np.linalg.norm(centre) or np.linalg.norm(centre) < 1e-6
     # an index built from the embed file stores the same again
     idx2 = run_index(IndexConfig(embeddings=str(tmp_path / "e.h5"), out=str(tmp_path / "idx2")))
     again, meta2 = read_embeddings(idx2 / EMBEDDINGS_FILE)

@@ -99,11 +99,12 @@ def read_image_file(path: str | Path, bands: Sequence[str] | None = None) -> tup
 
 @torch.no_grad()
 def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored: Mapping[str, Any],
-                          kind: str = "image") -> Query:
+                          kind: str = "image", centre: Sequence[float] | None = None) -> Query:
     """Embed an image file with the image tower, preprocessed like the dataset.
 
     ``kind``: ``image`` (the CLIP projection) or ``image_features`` (the morphology
-    representation, for an index built with ``kind=image_features``).
+    representation, for an index built with ``kind=image_features``; re-centred on the
+    indexed survey's ``centre`` like the stored vectors).
 
     The cutout is first brought to the dataset's stored form the way ingest does it
     (``stored``: ``bands``, ``stored_image_size``, ``image_crop``, ``image_resize``,
@@ -128,6 +129,10 @@ def query_from_image_file(model: Any, path: str | Path, prep: ImagePrep, stored:
     x, _ = prepare_image(img, ivar, prep, scale)
     embed = model.image_representation if kind == "image_features" else model.encode_image
     vec = embed(torch.from_numpy(x)[None]).float().numpy()[0]
+    if kind == "image_features" and centre is not None:
+        from galclip.encode import recentre
+
+        vec = recentre(vec[None], np.asarray(centre))[0]
     return Query(name=path.name, kind=kind, vector=vec, image=img)
 
 

@@ -117,7 +117,8 @@ def build_queries(loaded: LoadedIndex, cfg: SearchConfig) -> list[Query]:
     if cfg.image_file:
         info = loaded.manifest.preprocess or {}
         return [query_from_image_file(model, cfg.image_file, img_prep, info,
-                                      "image_features" if kind == "image_features" else "image")]
+                                      "image_features" if kind == "image_features" else "image",
+                                      loaded.store.meta.get("image_features_centre"))]
     if kind == "image_features":
         raise ConfigError(f"index {loaded.root} holds the image representation (kind=image_features), which "
                           "spectra do not share: search spectra in an index built with kind=joint or image")

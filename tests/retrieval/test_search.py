@@ -171,7 +171,7 @@ def test_index_from_precomputed_embeddings(tmp_path, tiny_dataset, tiny_checkpoi
     emb = run_embed(EmbedConfig(data=data, checkpoint=str(tiny_checkpoint), out=str(tmp_path / "e.h5"), device="cpu"))
     idx = run_index(IndexConfig(embeddings=str(emb), out=str(tmp_path / "idx"), kind="joint"))
     loaded = load_index(idx, embedding_kind="joint")
-    assert loaded.manifest.count == 24 and set(loaded.store.kinds) == {"image", "spectrum", "joint"}
+    assert loaded.manifest.count == 24 and set(loaded.store.kinds) == {"image", "spectrum", "joint", "image_features"}
     assert "merger" in loaded.store.label_columns and loaded.store.spectrum_lambda is not None
 
 

@@ -117,9 +117,10 @@ HEADS = {"head": "galclip_image", "fused": "galclip_image_tabular", "metric": "g
 
 
 def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
-              n: int, seeds: int, heads: list[str]) -> dict[str, float]:
+              n: int, seeds: int, heads: list[str], head_kind: str = "late") -> dict[str, float]:
     """galclip's few-label heads (embedding only; + morphology) and morphology + LR, mean ROC AUC."""
     cfg = EvaluateConfig()
+    cfg.head.kind = head_kind
     has_spec = np.zeros(len(y), bool) if spectrum is None else np.isfinite(spectrum).all(1)
     feats = {"image": np.nan_to_num(vec).astype(np.float32), "has_image": np.isfinite(vec).all(1),
              "spectrum": np.zeros((len(y), 1), np.float32) if spectrum is None else np.nan_to_num(spectrum),
@@ -169,7 +170,7 @@ def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, 
 
 
 def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
-             vectors: list[str], heads: list[str]) -> dict[str, dict]:
+             vectors: list[str], heads: list[str], head_kind: str = "late") -> dict[str, dict]:
     arrays, _ = embed_checkpoint(ckpt, DataConfig(path=data), progress=False)
     y = (np.nan_to_num(arrays[label]) > 0).astype(int)
     from galclip.data.dataset import SurveyDataset
@@ -185,7 +186,7 @@ def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
         vec = arrays[key].astype(np.float32)
         row: dict[str, float] = {}
         for n in budgets:
-            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds, heads))
+            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds, heads, head_kind))
         row.update(knn_and_candidates(vec, y, seeds))
         out[vector] = row
     return out
@@ -201,6 +202,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--vectors", default="embedding,representation")
+    ap.add_argument("--head-kind", default="late", help="head.kind of the few-label heads (late, linear, ...)")
     ap.add_argument("--heads", default="head,fused", help=f"few-label heads to score, of {','.join(HEADS)}")
     ap.add_argument("--budgets", default="10,20")
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
@@ -222,8 +224,9 @@ def main() -> None:
                **{k: metrics[k] for k in ("val/i2s_top1", "val/i2s_top5", "val/s2i_top1", "val/s2i_top5",
                                           "val/i2s_median_rank_frac") if k in metrics},
                **evaluate(ckpt, args.eval_data, args.label, args.seeds, [int(b) for b in args.budgets.split(",")],
-                        args.vectors.split(","), args.heads.split(","))}
-        results["rows"][f"{variant}@{args.steps}"] = row
+                        args.vectors.split(","), args.heads.split(","), args.head_kind),
+               "head_kind": args.head_kind}
+        results["rows"][f"{variant}@{args.steps}" + ("" if args.head_kind == "late" else f"/{args.head_kind}")] = row
         path.write_text(json.dumps(results, indent=1))
         print(variant, json.dumps(row), flush=True)
 

@@ -27,7 +27,7 @@ def _head(kind: str, tabular: str = "none", n_out: int = 1) -> FusionClassifier:
     return h.eval()
 
 
-KINDS = ["late", "gated", "cross_attention"]
+KINDS = ["late", "linear", "gated", "cross_attention"]
 ALL = torch.ones(N, dtype=torch.bool)
 NONE = torch.zeros(N, dtype=torch.bool)
 

@@ -13,6 +13,8 @@ labelled survey with ``galclip embed``'s code, and the few-label stages run on t
 * ``head_auc_<n>``: galclip's few-label head (``galclip_image`` of ``galclip evaluate``:
   the late-fusion head on the image vector) trained on n mergers + n non-mergers;
 * ``fused_auc_<n>``: the same head + the morphology statistics (``galclip_image_tabular``);
+* ``probe_auc_<n>``: a linear probe on the same vector (class-balanced logistic regression, C = 1);
+* ``metric_auc_<n>``: the metric-learning head (``galclip_image_metric``);
 * ``morph_lr_auc_<n>``: the classical reference, statistics + logistic regression;
 * ``knn_bacc_10``: ``galclip label``'s weighted kNN with 10 labelled galaxies per class,
   balanced accuracy over the rest;
@@ -132,6 +134,10 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
     for tr, te in draws(y, n, seeds):
         bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols)
         for key in heads:
+            if key == "probe":  # the classical linear probe: class-balanced logistic regression, C = 1
+                p, _ = morphology_lr(feats["image"][tr], y[tr], feats["image"][te], 1.0, cfg.train.cv_folds, seed=0)
+                res[key].append(roc_auc_score(y[te], p))
+                continue
             name = HEADS[key]
             if name in METHODS and METHODS[name].available(bench):
                 _, scored = METHODS[name].run(bench, tr, 0)
@@ -203,7 +209,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--vectors", default="embedding,representation")
     ap.add_argument("--head-kind", default="late", help="head.kind of the few-label heads (late, linear, ...)")
-    ap.add_argument("--heads", default="head,fused", help=f"few-label heads to score, of {','.join(HEADS)}")
+    ap.add_argument("--heads", default="head,fused", help=f"few-label heads to score, of probe,{','.join(HEADS)}")
     ap.add_argument("--budgets", default="10,20")
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
     ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
@@ -226,7 +232,10 @@ def main() -> None:
                **evaluate(ckpt, args.eval_data, args.label, args.seeds, [int(b) for b in args.budgets.split(",")],
                         args.vectors.split(","), args.heads.split(","), args.head_kind),
                "head_kind": args.head_kind}
-        results["rows"][f"{variant}@{args.steps}" + ("" if args.head_kind == "late" else f"/{args.head_kind}")] = row
+        key = f"{variant}@{args.steps}" + ("" if args.head_kind == "late" else f"/{args.head_kind}")
+        if args.heads == "probe":
+            key += "/probe"
+        results["rows"][key] = row
         path.write_text(json.dumps(results, indent=1))
         print(variant, json.dumps(row), flush=True)
 

@@ -12,11 +12,11 @@ def test_methods_declare_their_inputs() -> None:
     bench = Bench(EvaluateConfig(), np.zeros(4, int), np.arange(2), feats)
     # image-only data, no tabular statistics, no SSL checkpoint, no cutouts read
     assert [n for n, m in METHODS.items() if m.available(bench)] == ["galclip_image", "galclip_image_metric",
-                                                                      "random_init"]
+                                                                      "random_init", "galclip_image_probe"]
     bench.features["pretrained"]["has_spectrum"][0] = True
     bench.tab, bench.tab_names, bench.morph_cols = np.zeros((4, 1)), ["gini"], [0]
     assert {n for n, m in METHODS.items() if not m.available(bench)} == {"image_ssl", "image_ssl_morph", "cnn_scratch"}
-    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 13
+    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 14
 
 
 def test_metric_methods_swap_only_the_head_kind() -> None:
@@ -34,3 +34,17 @@ def test_metric_methods_swap_only_the_head_kind() -> None:
     assert name == "galclip_image_metric" and np.array_equal(rows, bench.test) and thr == 0.5
     assert p.shape == (12,) and ((p >= 0) & (p <= 1)).all() and p.std() > 0
     assert cfg.head.kind == "late"  # the evaluation's own head config is untouched
+
+
+def test_linear_probe_reads_the_pretrained_image_vector() -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 20)
+    img = rng.normal(size=(40, 16)).astype(np.float32)
+    img[:, 3] += 2.5 * y  # the class lives in one direction of the representation
+    feats = {"pretrained": {"image": img, "has_image": np.ones(40, bool), "has_spectrum": np.zeros(40, bool)}}
+    bench = Bench(EvaluateConfig(), y, np.arange(0, 40, 2), feats)
+    (name, rows, p, thr), = METHODS["galclip_image_probe"].run(bench, np.arange(1, 40, 2), seed=0)[1]
+    from sklearn.metrics import roc_auc_score
+
+    assert name == "galclip_image_probe" and np.array_equal(rows, bench.test)
+    assert roc_auc_score(y[rows], p) > 0.9 and 0 < thr < 1

@@ -5,9 +5,11 @@ index directory, so a vector means the same thing wherever it is read. One HDF5 
 
     object_id, ra, dec, has_image, has_spectrum   id map, one row per object
     embeddings/{image,spectrum,joint}              (N, D) float32, NaN rows = modality missing
-    embeddings/image_features                      (N, Fi) the image representation: standardised
-                                                   pooled image-tower features (unit norm), what
-                                                   carries morphology; label and candidates use it
+    embeddings/image_features                      (N, k) the image representation: standardised
+                                                   pooled image-tower features on their leading
+                                                   principal components, re-centred on this survey
+                                                   (unit norm); what carries morphology; label and
+                                                   candidates use it
     labels/<column>                                label columns (float64, NaN = unknown)
     spectrum_lambda                                the dataset's wavelength grid (optional)
     attrs: format, format_version, meta            provenance JSON (checkpoint sha256, model, ...)
@@ -34,7 +36,7 @@ ID_COLUMNS = ("object_id", "ra", "dec", "has_image", "has_spectrum")
 EMBED_KINDS = ("image", "spectrum", "joint", "image_features")
 #: The kind few-shot labeling and merger-candidate ranking read when the file has it: the
 #: image representation finds mergers where the CLIP projection does not
-#: (``benchmarks/results/representation.json``).
+#: (``benchmarks/results/representation_gz1_ablation.json``).
 MORPHOLOGY_KIND = "image_features"
 #: which vectors a stage reads ("" in a query option = the index's own kind)
 EmbedKind = Literal["image", "spectrum", "joint", "image_features"]

@@ -36,7 +36,7 @@ from galclip.models.tabular_view import TabularAsSpectrum
 MODALITIES = ("image", "spectrum")
 #: The image vector few-label heads read (frozen features and end-to-end fine-tuning alike):
 #: the standardised pooled features beat the projection output on real mergers
-#: (``benchmarks/results/representation.json``).
+#: (``benchmarks/results/representation_gz1.json``).
 HEAD_IMAGE_VECTOR = "representation"
 
 
@@ -167,16 +167,24 @@ def encode_batch(model: GalClip, batch: dict[str, Any], names: Sequence[str] | N
               "spectrum": (model.spectrum_encoder, (x2, iv2, scale2), model.encode_spectrum,
                            model.spectrum_features, model.spectrum_tokens)}
     dev = _device(model)
-    rep = (model.image_representation, (batch["image"],), has["image"], (model.representation_dim,))
+    rep_dim = model.representation_dim
+
+    def both(image: Tensor) -> Tensor:  # one backbone pass: projection and representation side by side
+        f = model.image_features(image)
+        return torch.cat([model.project_image(f), model.represent(f)], dim=1)
+
     for m in modalities:
         tower, args, embed, features, tok = towers[m]
         if m == "image" and image_vector == "representation":
-            out[m] = _rows(*rep, present_only, dev)
+            out[m] = _rows(model.image_representation, args, has[m], (rep_dim,), present_only, dev)
+        elif m == "image" and image_vector == "both" and project:
+            pair = _rows(both, args, has[m], (model.embed_dim + rep_dim,), present_only, dev)
+            out[m], out["image_features"] = pair[:, :model.embed_dim], pair[:, model.embed_dim:]
         else:
             width = model.embed_dim if project else tower.num_features
             out[m] = _rows(embed if project else features, args, has[m], (width,), present_only, dev)
-        if m == "image" and image_vector == "both":
-            out["image_features"] = _rows(*rep, present_only, dev)
+            if m == "image" and image_vector == "both":  # raw features asked for: representation apart
+                out["image_features"] = _rows(model.image_representation, args, has[m], (rep_dim,), present_only, dev)
         if tokens:
             out[f"{m}_tokens"] = _rows(tok, args, has[m], (1, tower.num_features), False, dev)
     return out
@@ -303,6 +311,6 @@ def centre_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def recentre(vectors: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """``vectors - centre``, L2-normalised (NaN rows stay NaN)."""
-    x = np.asarray(vectors, np.float32) - np.asarray(centre, np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    from galclip.retrieval.store import normalise
+
+    return normalise(np.asarray(vectors, np.float32) - np.asarray(centre, np.float32))

@@ -148,10 +148,19 @@ class GalClip(nn.Module):
         carries morphology (measured in ``benchmarks/bench_representation.py``), used by the
         heads, kNN labeling and candidate ranking. The projection output (:meth:`encode_image`)
         is what aligns with spectra, for cross-modal search."""
-        return F.normalize(self.image_standardizer(self.image_encoder(image)), dim=-1)
+        return self.represent(self.image_encoder(image))
+
+    def represent(self, features: Tensor) -> Tensor:
+        """:meth:`image_representation` from already pooled features (one backbone pass serves
+        both this and the projection)."""
+        return F.normalize(self.image_standardizer(features), dim=-1)
 
     def encode_image(self, image: Tensor, normalize: bool = True) -> Tensor:
-        z = self.image_proj(self.image_encoder(image))
+        return self.project_image(self.image_encoder(image), normalize)
+
+    def project_image(self, features: Tensor, normalize: bool = True) -> Tensor:
+        """The CLIP embedding from already pooled features (see :meth:`represent`)."""
+        z = self.image_proj(features)
         return F.normalize(z, dim=-1) if normalize else z
 
     # -- spectrum ----------------------------------------------------------------------

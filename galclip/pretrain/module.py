@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
 from galclip.config import to_dict
 from galclip.errors import GalclipError
@@ -105,6 +104,7 @@ class PretrainModule(pl.LightningModule):
         self.skipped_steps = 0
         self._bad_in_row = 0
         self._val: list[dict[str, np.ndarray]] = []
+        self._morph_val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.val_metrics: dict[str, float] = {}
 
     # -- optimisation --------------------------------------------------------------------
@@ -137,7 +137,7 @@ class PretrainModule(pl.LightningModule):
         zi = zs = None
         if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0 or self.morph is not None):
             fi = m.image_features(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
-            zi = F.normalize(m.image_proj(fi), dim=-1)
+            zi = m.project_image(fi)
             m.image_standardizer.update(fi)  # running statistics of the stored representation
             if self.morph is not None:
                 target, present = (t.to(fi.device) for t in self.morph.batch(batch["index"]))
@@ -218,7 +218,7 @@ class PretrainModule(pl.LightningModule):
     # -- validation ---------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val = []
-        self._morph_val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._morph_val = []
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         m = self.model
@@ -227,7 +227,7 @@ class PretrainModule(pl.LightningModule):
         zi = nan
         if self.use_images:
             fi = m.image_features(batch["image"])
-            zi = F.normalize(m.image_proj(fi), dim=-1).float().cpu()
+            zi = m.project_image(fi).float().cpu()
         if self.morph is not None:
             target, present = self.morph.batch(batch["index"])
             self._morph_val.append((self.morph_head(fi).float().cpu().numpy(), target.numpy(),
@@ -247,7 +247,7 @@ class PretrainModule(pl.LightningModule):
         if "z" not in targets and "redshift" not in targets:
             targets["z"] = cat["z"]
         metrics = embedding_metrics(cat["image"], cat["spectrum"], cat["has_image"], cat["has_spectrum"], targets)
-        if getattr(self, "_morph_val", None):
+        if self._morph_val:
             pred, target, present = (np.concatenate(x) for x in zip(*self._morph_val))
             r2 = r2_per_target(pred, target, present)
             if np.isfinite(r2).any():  # how much of the classical morphology the features hold

@@ -53,3 +53,21 @@ BANDPASS_FILES = {b: f"LSST_{b}.dat" for b in "ugriz"}
 # -- spectrograph (SDSS legacy) ------------------------------------------------------------
 SPEC_WAVE_MIN, SPEC_WAVE_MAX, SPEC_NPIX = 3800.0, 9200.0, 3840
 SIGMA_INSTRUMENT_KMS = 65.0                        # R ≈ 2000
+
+# -- survey depth presets --------------------------------------------------------------------
+#: ``depth_mag``: how much fainter (mag/arcsec²) the sky-noise floor is than SDSS — the
+#: effective exposure grows by 10^(0.8 depth_mag), the sky σ per pixel drops by 10^(-0.4 depth_mag).
+#: ``seeing_r``: median r-band PSF FWHM (arcsec); its log-normal scatter keeps SDSS's relative width.
+#:
+#: * ``sdss``: SDSS DR7 legacy imaging — 53.9 s drift scans, 1σ surface-brightness limit
+#:   ≈ 26.5 r mag/arcsec² on 10"×10" boxes, median seeing 1.35" (Abazajian et al. 2009).
+#: * ``deep``: HSC-SSP Wide / DESI Legacy Imaging-like — ≈ 2 mag/arcsec² deeper surface-brightness
+#:   limit (28.5–29 r mag/arcsec² on 10" boxes: Aihara et al. 2018 HSC-Wide; Dey et al. 2019 and
+#:   Martin et al. 2022 for Legacy Survey and the LSB limits), median seeing ≈ 0.8" (HSC-Wide r
+#:   0.7–0.8"; Aihara et al. 2022). At this depth 40–70 % of massive galaxies and most ongoing or
+#:   recent mergers show tidal features (Tal et al. 2009; Atkinson, Abraham & Ferguson 2013;
+#:   Bílek et al. 2020; Martin et al. 2022), against a few per cent at SDSS depth.
+SURVEY_PRESETS = {
+    "sdss": {"depth_mag": 0.0, "seeing_r": SEEING_R_MEDIAN},
+    "deep": {"depth_mag": 2.0, "seeing_r": 0.8},
+}

@@ -80,11 +80,16 @@ def curve_points(x0: float, y0: float, angle: float, length: float, curvature: f
 
 def tail_map(rng: np.random.Generator, x0: float, y0: float, angle: float, length: float, curvature: float,
              width: float, size: int, scale: float) -> np.ndarray:
-    """Curved tidal tail: widening, fading, clumpy stream of stars leaving (x0, y0)."""
+    """Curved tidal tail: a clumpy stream of stars leaving (x0, y0), slowly widening and fading.
+
+    Observed tails keep a nearly constant surface brightness along most of their length and
+    fade only towards the tip (Hibbard & van Gorkom 1996; Mihos 2001), so the light per unit
+    length falls by only ~e over the tail; the first fifth overlaps the parent disc and ramps up.
+    """
     x, y, s = curve_points(x0, y0, angle, length, curvature, 70)
     frac = s / length
-    w = np.exp(-frac / 0.55) * np.clip(frac / 0.12, 0, 1) * rng.lognormal(0, 0.35, s.size)
-    sig = width * (0.6 + 1.2 * frac)
+    w = np.exp(-frac / 1.0) * np.clip(frac / 0.2, 0, 1) * rng.lognormal(0, 0.35, s.size)
+    sig = width * (0.7 + 0.8 * frac)
     return blobs_map(x, y, sig, w, size, scale)
 
 

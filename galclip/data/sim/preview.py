@@ -19,18 +19,9 @@ if TYPE_CHECKING:
 _PREVIEW_OFFSET = 10**8  # preview galaxies use indices outside any survey's range
 
 
-def color_image(image: np.ndarray, bands: list[str]) -> np.ndarray:
-    """SDSS-style colour composite (Lupton et al. 2004 arcsinh, astropy) of a (B,H,W) cutout."""
-    from astropy.visualization import make_lupton_rgb
-
-    def pick(names: str, fallback: int) -> np.ndarray:
-        for n in names:
-            if n in bands:
-                return image[bands.index(n)]
-        return image[min(fallback, len(bands) - 1)]
-
-    r, g, b = pick("iz", 2), pick("r", 1), pick("g", 0)
-    return make_lupton_rgb(r * 1.0, g * 1.3, b * 2.2, minimum=-0.02, stretch=0.4, Q=8)
+#: Lupton stretch of the preview: low enough (in units of the brightest pixels) that
+#: tidal tails, shells and bridges at 25-27 mag/arcsec² show above the sky
+PREVIEW_Q, PREVIEW_STRETCH = 10.0, 0.05
 
 
 def write_preview(cfg: "SimulateConfig", path: Path) -> Path:
@@ -41,6 +32,7 @@ def write_preview(cfg: "SimulateConfig", path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from galclip.data.preprocess import log_grid
+    from galclip.gallery import rgb_composite
 
     p = cfg.sim_params()
     wave = log_grid(C.SPEC_WAVE_MIN, C.SPEC_WAVE_MAX, C.SPEC_NPIX)
@@ -52,10 +44,14 @@ def write_preview(cfg: "SimulateConfig", path: Path) -> Path:
         for j in range(k):
             row = simulate_galaxy(cfg.seed, _PREVIEW_OFFSET + 1000 * s + j, p, stage=s)
             ax_i, ax_s = axes[s, 2 * j], axes[s, 2 * j + 1]
-            ax_i.imshow(color_image(row[S.IMAGE], list(cfg.bands)), origin="lower")
+            ax_i.imshow(rgb_composite(row[S.IMAGE], q=PREVIEW_Q, stretch=PREVIEW_STRETCH), origin="lower")
             ax_i.set_xticks([])
             ax_i.set_yticks([])
             extra = f" μ={row['mass_ratio']:.2f}" if np.isfinite(row["mass_ratio"]) else ""
+            if np.isfinite(row["companion_sep_kpc"]):
+                extra += f" {row['companion_sep_kpc']:.0f} kpc"
+            if row["tidal_frac"] > 0:
+                extra += f" tidal {100 * row['tidal_frac']:.0f}%"
             ax_i.set_title(f"{name}{extra}\nz={row['redshift']:.3f} r={row['mag_r']:.1f} g-r={row.get('g_r', np.nan):.2f}",
                            fontsize=7)
             good = row[S.SPEC_IVAR] > 0
@@ -71,6 +67,8 @@ def write_preview(cfg: "SimulateConfig", path: Path) -> Path:
             ax_s.tick_params(labelsize=6)
             tags = [t for t, on in (("AGN", row["agn"]), ("quiescent", row["quiescent"])) if on]
             ax_s.set_title(f"log M*={row['log_mstar']:.1f} log SFR={row['log_sfr']:.1f} {' '.join(tags)}", fontsize=7)
+    fig.suptitle(f"simulated survey, {cfg.survey} imaging depth (arcsinh stretch Q={PREVIEW_Q:g}, "
+                 f"stretch={PREVIEW_STRETCH:g} of the brightest pixels)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -43,6 +43,9 @@ class SimulateConfig:
         merger_fraction: fraction of galaxies in stages 2-4 (binary ``merger`` = 1).
         projected_fraction: fraction of chance projected pairs (stage 1, not mergers).
         stage_weights: relative frequency of major pre-merger, minor merger, post-merger.
+        survey: imaging depth preset (:data:`calibration.SURVEY_PRESETS`): ``sdss`` (SDSS legacy
+            depth and seeing) or ``deep`` (HSC-Wide / Legacy-Survey-like: ≈2 mag/arcsec² deeper,
+            0.8" seeing), where tidal features of most mergers are visible. Spectra stay SDSS-like.
         difficulty: 0 easy (bright tidal features, deep) · 1 SDSS-like default · 2 harder.
         image_noise, spectrum_noise: extra noise multipliers on top of ``difficulty``.
         field_density, star_density: mean unrelated galaxies / stars per cutout.
@@ -68,6 +71,7 @@ class SimulateConfig:
     merger_fraction: float = 0.12
     projected_fraction: float = 0.08
     stage_weights: list[float] = dataclasses.field(default_factory=lambda: [0.4, 0.25, 0.35])
+    survey: str = "sdss"
     difficulty: float = 1.0
     image_noise: float = 1.0
     spectrum_noise: float = 1.0
@@ -94,6 +98,8 @@ class SimulateConfig:
             raise ValueError("merger_fraction and projected_fraction must be >= 0 and sum to <= 1")
         if len(self.stage_weights) != 3 or min(self.stage_weights) < 0 or sum(self.stage_weights) <= 0:
             raise ValueError("stage_weights needs 3 non-negative weights (major, minor, post-merger)")
+        if self.survey not in C.SURVEY_PRESETS:
+            raise ValueError(f"survey must be one of {sorted(C.SURVEY_PRESETS)}, got {self.survey!r}")
         if not 0 <= self.difficulty <= 3:
             raise ValueError("difficulty must be in [0, 3]")
         if self.n_jobs < 1 or self.shard_size < 1 or self.chunk_size < 1:

@@ -156,7 +156,7 @@ def draw_known(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(pos), np.sort(neg)
 
 
-def precision_at(table: Table, store: EmbeddingStore, label: str, cuts: tuple[int, ...] = (10, 50, 100)) -> dict:
+def precision_at(table: Table, store: EmbeddingStore, label: str, cuts: tuple[int, ...] = (10, 20, 50, 100)) -> dict:
     """Fraction of true positives (stored ``label`` == 1) in the top N, and the base rate."""
     truth = store.label(label)[store.rows_of(list(table["object_id"]))]
     out = {f"top{n}": float(np.mean(truth[:n] == 1)) for n in cuts if n <= len(truth)}

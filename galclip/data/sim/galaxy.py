@@ -167,10 +167,11 @@ def galaxy_components(g: P.GalaxyParams, owner: str, rng: np.random.Generator, p
     incl = 1 + 0.6 * (1 - g.q_disk)
     bt = g.bulge_frac
     comps: list[I.Component] = []
-    mags = {"bulge": g.abs_mag_r - 2.5 * np.log10(max(bt, 1e-4)),
+    # tidal debris is drawn from the disc and, in remnants, the spheroid alike
+    mags = {"bulge": g.abs_mag_r - 2.5 * np.log10(max(bt * (1 - tidal_frac), 1e-4)),
             "disk": g.abs_mag_r - 2.5 * np.log10(max((1 - bt) * (1 - g.knot_frac) * (1 - tidal_frac), 1e-4)),
             "knots": g.abs_mag_r - 2.5 * np.log10(max((1 - bt) * g.knot_frac, 1e-6)),
-            "tidal": g.abs_mag_r - 2.5 * np.log10(max((1 - bt) * (1 - g.knot_frac) * tidal_frac + bt * tidal_frac * 0.5, 1e-6))}
+            "tidal": g.abs_mag_r - 2.5 * np.log10(max(((1 - bt) * (1 - g.knot_frac) + bt) * tidal_frac, 1e-6))}
     t_disk = min(3.0, g.t_index + 0.6 * bt)
     t_bulge = 0.3 * g.t_index
     sig_gas = 45.0 + 0.25 * g.vel_disp
@@ -239,10 +240,14 @@ def _tidal_components(kind: str, rng: np.random.Generator, p: SimParams, spectru
         maps.append(I.tail_map(rng, x0, y0, ang0, length, rng.choice([-1, 1]) * rng.uniform(1.0, 2.5) / length,
                                rng.uniform(0.8, 2.0) * kpc, size, sc))
     elif kind == "post":
-        if rng.random() < 0.2 + 0.6 * g.bulge_frac:  # shells mostly around early-type remnants
-            maps.append(I.shells_map(rng, x0, y0, max(r * 1.5, rng.uniform(5.0, 12.0) * kpc), int(rng.integers(2, 5)),
+        # shells, mostly around early-type remnants, from ~1 to several effective radii
+        # (Malin & Carter 1983; Atkinson et al. 2013; Bílek et al. 2020)
+        shells = rng.random() < 0.2 + 0.6 * g.bulge_frac
+        if shells:
+            maps.append(I.shells_map(rng, x0, y0, max(r * rng.uniform(1.0, 2.0), 4.0 * kpc), int(rng.integers(2, 5)),
                                      rng.uniform(0, 2 * np.pi), size, sc))
-        for _ in range(int(rng.integers(0, 3))):
+        # remnants keep tails for ~1 Gyr after coalescence (Lotz et al. 2008; Ji et al. 2014)
+        for _ in range(int(rng.integers(1, 3))):
             length = rng.uniform(10.0, 35.0) * kpc
             maps.append(I.tail_map(rng, x0, y0, rng.uniform(0, 2 * np.pi), length, rng.choice([-1, 1]) *
                                    rng.uniform(0.5, 1.5) / length, rng.uniform(2.0, 5.0) * kpc, size, sc))
@@ -319,11 +324,12 @@ def simulate_galaxy(seed: int, index: int, p: SimParams, stage: int | None = Non
     if stage == 4 and rng.random() < 0.35:
         host.post_starburst = float(rng.uniform(0.2, 1.0))
     fs = p.feature_scale
-    # tidal debris carries a few per cent of a galaxy's light, up to ~20 % in major-merger
-    # tails (Hibbard & van Gorkom 1996; Ji, Peirani & Yi 2014; Martin et al. 2022): median
-    # 7 % / 4 % / 6 % of the disc for major / minor / post-mergers, log-normal 0.8 dex (e-fold) scatter
-    tidal_median = {2: 0.07, 3: 0.04, 4: 0.06}.get(stage, 0.0)
-    tidal_frac = float(np.clip(tidal_median * fs * rng.lognormal(0, 0.8), 0, 0.35)) if tidal_median else 0.0
+    # tidal debris carries a few to ~20 % of a galaxy's light, most in major-merger tails
+    # (Hibbard & van Gorkom 1996: ~10 % of the optical light in the tails of NGC 4038/9 and
+    # NGC 7252; Ji, Peirani & Yi 2014; Martin et al. 2022): median 10 % / 5 % / 8 % for major /
+    # minor / post-mergers, log-normal scatter of 0.6 (e-folds)
+    tidal_median = {2: 0.10, 3: 0.05, 4: 0.08}.get(stage, 0.0)
+    tidal_frac = float(np.clip(tidal_median * fs * rng.lognormal(0, 0.6), 0, 0.35)) if tidal_median else 0.0
     distort = {2: 0.10, 3: 0.04, 4: 0.08}.get(stage, 0.015) * min(fs, 2.0)
     lopsided = {2: 0.25, 3: 0.1, 4: 0.3}.get(stage, 0.05) * rng.uniform(0, 1)
     x0, y0 = rng.uniform(-0.5, 0.5, 2) * p.pixel_scale

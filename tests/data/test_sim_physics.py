@@ -1,16 +1,24 @@
 """Physical consistency of the simulated galaxies (colours, lines, redshift, sizes, fibre)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
 from galclip.data import schema as S
 from galclip.data.preprocess import log_grid
+from galclip.data.sim import calibration as C
+from galclip.data.sim import galaxy as G
 from galclip.data.sim import images as I
 from galclip.data.sim import population as P
 from galclip.data.sim import spectra as X
-from galclip.data.sim.galaxy import SimParams, galaxy_components, rest_gr
+from galclip.data.sim.galaxy import SimParams, galaxy_components, rest_gr, simulate_galaxy
+from galclip.data.sim.measure import measure_lines
 from galclip.data.sim.survey import SimulateConfig, simulate_rows
 
 
@@ -122,3 +130,97 @@ def test_fibre_spectrum_and_image_agree_on_colour(sample):
         gr_img = -2.5 * np.log10(r["_model"][0][ap].sum() / r["_model"][1][ap].sum())
         diffs.append(gr_spec - gr_img)
     assert np.median(np.abs(diffs)) < 0.1, diffs
+
+
+# -- merger physics (issue 15): tidal light, survey depth, SFR enhancement, pairs, determinism ----
+
+
+def _capture_scenes(monkeypatch) -> list:
+    """Record the component list of every scene ``simulate_galaxy`` renders (appended per call)."""
+    scenes = []
+    render = G.I.render
+
+    def recording(comps, *args, **kwargs):
+        scenes.append(list(comps))
+        return render(comps, *args, **kwargs)
+
+    monkeypatch.setattr(G.I, "render", recording)
+    return scenes
+
+
+def _star_forming_disk(seed: int = 3) -> P.GalaxyParams:
+    for i in range(200):
+        g = P.draw_galaxy(np.random.default_rng([seed, i]), 0.08, -21.3, gr_rest_of=rest_gr)
+        if not g.quiescent and 0.05 < g.bulge_frac < 0.5:
+            return g
+    raise AssertionError("no star-forming disk drawn")
+
+
+def test_tidal_light_scales_with_tidal_frac():
+    """The tidal spectrum grows linearly with ``tidal_frac`` and its light is taken from the disc;
+    no tidal light at all when ``tidal_frac`` is 0 (isolated galaxies)."""
+    g = _star_forming_disk()
+    p = SimParams(image_size=32)
+    w_r = X.band_weights(("r",))[0]
+    tidal, disk = {}, {}
+    for tf in (0.0, 0.05, 0.2):
+        comps, extra = galaxy_components(g, "host", np.random.default_rng(1), p, 0.0, 0.0, tidal_frac=tf)
+        disk[tf] = next(c.flux[p.bands.index("r")] for c in comps if c.name == "disk")
+        tidal[tf] = None if extra["tidal"] is None else float(w_r @ extra["tidal"])
+    assert tidal[0.0] is None
+    assert tidal[0.2] / tidal[0.05] == pytest.approx(4.0, rel=1e-6)
+    assert disk[0.0] > disk[0.05] > disk[0.2]
+    # the disc loses (nearly) what the debris gains — the SEDs differ a little (less dust in the debris)
+    lost = X.fnu_to_nanomaggies(np.array([tidal[0.2]]))[0]
+    assert disk[0.0] - disk[0.2] == pytest.approx(lost, rel=0.25)
+
+
+@pytest.mark.parametrize("kind", ["major", "minor", "post"])
+def test_tidal_pieces_share_exactly_the_tidal_light(kind):
+    """``_tidal_components`` splits the tidal spectrum over tails/bridges/shells without losing or adding light."""
+    g = _star_forming_disk()
+    p = SimParams(image_size=48)
+    comps, extra = galaxy_components(g, "host", np.random.default_rng(2), p, 0.0, 0.0, tidal_frac=0.1)
+    for s in range(5):
+        pieces = G._tidal_components(kind, np.random.default_rng(s), p, extra["tidal"], "host", g, 0.0, 0.0, (4.0, 1.0))
+        assert pieces and all(c.name == "tidal" and c.owner == "host" for c in pieces)
+        np.testing.assert_allclose(sum(c.spectrum for c in pieces), extra["tidal"], rtol=1e-10)
+        np.testing.assert_allclose(sum(c.flux for c in pieces), X.fnu_to_nanomaggies(G._weights(p.bands) @ extra["tidal"]),
+                                   rtol=1e-10)
+        for c in pieces:
+            assert c.pixmap.sum() == pytest.approx(1.0) and c.pixmap.min() >= 0
+
+
+def test_simulated_tidal_light_follows_the_tidal_frac_label(monkeypatch):
+    """In full scenes, isolated galaxies (stage 0) have ``tidal_frac`` 0 and no tidal components;
+    in mergers the host's tidal light tracks the ``tidal_frac`` label, and the debris is more
+    extended than the galaxy body (it is light *outside* the main body)."""
+    p = SimParams(image_size=48, field_density=0.0, star_density=0.0)
+    scenes = _capture_scenes(monkeypatch)
+    size = p.image_size
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    rad = np.hypot(xx, yy) * p.pixel_scale
+    for i in range(6):
+        row = simulate_galaxy(7, i, p, stage=0)
+        assert row["tidal_frac"] == 0.0
+        assert not any(c.name == "tidal" for c in scenes[-1])
+    frac, label, wider = [], [], []
+    for stage in (2, 3, 4):
+        for i in range(8):
+            row = simulate_galaxy(7, i, p, stage=stage)
+            comps = scenes[-1]
+            tid = [c for c in comps if c.name == "tidal" and c.owner == "host"]
+            body = [c for c in comps if c.name != "tidal" and c.owner == "host"]
+            assert row["tidal_frac"] > 0
+            host_r = sum(c.flux[1] for c in tid + body)
+            frac.append(sum(c.flux[1] for c in tid) / host_r)
+            label.append(row["tidal_frac"])
+            if tid and i < 4:
+                psf = row[S.IMAGE_PSF]
+                mt, _ = I.render(tid, psf, size, p.pixel_scale, 1)
+                mb, _ = I.render(body, psf, size, p.pixel_scale, 1)
+                r_cut = 2.0 * row["r_eff_arcsec"]
+                wider.append(mt[1][rad > r_cut].sum() / mt[1].sum() - mb[1][rad > r_cut].sum() / mb[1].sum())
+    assert spearmanr(frac, label).statistic > 0.8
+    assert 0.005 < np.median(frac) < 0.2             # a few per cent of the light (Ji et al. 2014)
+    assert np.mean(wider) > 0.15 and np.mean(np.array(wider) > 0) > 0.7, wider

@@ -167,10 +167,11 @@ def galaxy_components(g: P.GalaxyParams, owner: str, rng: np.random.Generator, p
     incl = 1 + 0.6 * (1 - g.q_disk)
     bt = g.bulge_frac
     comps: list[I.Component] = []
-    mags = {"bulge": g.abs_mag_r - 2.5 * np.log10(max(bt, 1e-4)),
+    # tidal debris is drawn from the disc and, in remnants, the spheroid alike
+    mags = {"bulge": g.abs_mag_r - 2.5 * np.log10(max(bt * (1 - tidal_frac), 1e-4)),
             "disk": g.abs_mag_r - 2.5 * np.log10(max((1 - bt) * (1 - g.knot_frac) * (1 - tidal_frac), 1e-4)),
             "knots": g.abs_mag_r - 2.5 * np.log10(max((1 - bt) * g.knot_frac, 1e-6)),
-            "tidal": g.abs_mag_r - 2.5 * np.log10(max((1 - bt) * (1 - g.knot_frac) * tidal_frac + bt * tidal_frac * 0.5, 1e-6))}
+            "tidal": g.abs_mag_r - 2.5 * np.log10(max(((1 - bt) * (1 - g.knot_frac) + bt) * tidal_frac, 1e-6))}
     t_disk = min(3.0, g.t_index + 0.6 * bt)
     t_bulge = 0.3 * g.t_index
     sig_gas = 45.0 + 0.25 * g.vel_disp

@@ -241,3 +241,70 @@ def test_simulated_tidal_light_follows_the_tidal_frac_label(monkeypatch):
     assert spearmanr(frac, label).statistic > 0.8
     assert 0.005 < np.median(frac) < 0.2             # a few per cent of the light (Ji et al. 2014)
     assert np.mean(wider) > 0.15 and np.mean(np.array(wider) > 0) > 0.7, wider
+
+
+def test_deep_preset_lowers_noise_and_sharpens_seeing_but_not_the_galaxy():
+    """Same seed and index, sdss vs deep: the sky σ implied by the ivar drops by 10^(-0.4·2),
+    the PSF shrinks by 0.8"/1.35", and the galaxy (labels, total noiseless flux) is unchanged."""
+    # no contaminants: a field galaxy at the cutout's edge loses a seeing-dependent share of its light
+    kw = dict(image_size=48, field_density=0.0, star_density=0.0)
+    sdss, deep = SimulateConfig(**kw).sim_params(), SimulateConfig(**kw, survey="deep").sim_params()
+    assert deep.survey == "deep" and C.SURVEY_PRESETS["deep"]["depth_mag"] == 2.0
+    expect = 10 ** (-0.4 * 2.0)
+    seeing = []
+    for i, stage in enumerate((0, 2, 4, None)):
+        a, b = simulate_galaxy(21, i, sdss, stage=stage), simulate_galaxy(21, i, deep, stage=stage)
+        for k in ("merger_stage", "log_sfr", "tidal_frac", "mag_r", "companion_sep_kpc"):
+            np.testing.assert_equal(a[k], b[k])
+        for band in range(len(sdss.bands)):
+            sig_a = 1 / np.sqrt(a[S.IMAGE_IVAR][band].max())     # sky-dominated pixel: σ_sky
+            sig_b = 1 / np.sqrt(b[S.IMAGE_IVAR][band].max())
+            assert sig_b / sig_a == pytest.approx(expect, rel=0.02)
+            # total flux of the noiseless scene is the same (only PSF wings leaving the cutout differ)
+            assert b["_model"][band].sum() == pytest.approx(a["_model"][band].sum(), rel=0.02), (i, band)
+            assert b["_model"][band].sum() > 0.998 * a["_model"][band].sum()  # sharper PSF: less light lost
+        # the noisy deep image really is quieter away from the galaxy
+        ra, rb = a[S.IMAGE][1] - a["_model"][1], b[S.IMAGE][1] - b["_model"][1]
+        assert np.std(rb[a[S.IMAGE_IVAR][1] > 0]) < 0.3 * np.std(ra[a[S.IMAGE_IVAR][1] > 0])
+        np.testing.assert_allclose(b[S.IMAGE_PSF] / a[S.IMAGE_PSF], 0.8 / 1.35, rtol=1e-6)
+        seeing.append((a["psf_fwhm_r"], b["psf_fwhm_r"]))
+    seeing = np.array(seeing)
+    assert np.median(seeing[:, 1]) < 1.0 < np.median(seeing[:, 0])
+
+
+def test_deep_preset_median_seeing_matches_the_preset():
+    """The drawn r-band seeing is log-normal around the preset median (1.35" sdss, 0.8" deep)."""
+    for survey, median in (("sdss", 1.35), ("deep", 0.8)):
+        draws = [G.draw_seeing(np.random.default_rng([survey == "deep", i]), C.SURVEY_PRESETS[survey]["seeing_r"])
+                 for i in range(400)]
+        assert np.median(draws) == pytest.approx(median, rel=0.04)
+
+
+def test_pair_separations_are_physical_and_match_the_scene(monkeypatch):
+    """Stage 2/3 pairs lie at the documented r_p (5–30 / 3–20 kpc); the image separation is
+    r_p × arcsec/kpc(z) unless clipped to the cutout, and the companion is drawn there."""
+    p = SimParams(image_size=64, field_density=0.0, star_density=0.0)
+    scenes = _capture_scenes(monkeypatch)
+    half = p.image_size * p.pixel_scale / 2
+    unclipped = placed = 0
+    for stage, (lo, hi) in ((2, (5.0, 30.0)), (3, (3.0, 20.0))):
+        for i in range(10):
+            row = simulate_galaxy(13, i, p, stage=stage)
+            rp, sep = row["companion_sep_kpc"], row["companion_sep_arcsec"]
+            assert lo <= rp <= hi
+            want = rp * P.arcsec_per_kpc(row["z"])
+            assert sep == pytest.approx(np.clip(want, 1.5, 0.85 * half), rel=1e-9)
+            unclipped += bool(1.5 < want < 0.85 * half)
+            assert abs(row["companion_z"] - row["z"]) < 0.01          # bound pair: Δv of a few 100 km/s
+            bulges = {c.owner: c.profile.centroid for c in scenes[-1] if c.name == "bulge"}
+            if {"host", "companion"} <= bulges.keys():
+                d = np.hypot(bulges["companion"].x - bulges["host"].x, bulges["companion"].y - bulges["host"].y)
+                assert d == pytest.approx(sep, rel=1e-6)
+                placed += 1
+    assert unclipped >= 8 and placed >= 5, (unclipped, placed)
+    for stage in (0, 4):
+        row = simulate_galaxy(13, 0, p, stage=stage)
+        assert np.isnan(row["companion_sep_kpc"]) and np.isnan(row["companion_sep_arcsec"])
+    row = simulate_galaxy(13, 0, p, stage=1)                            # projected: no physical separation
+    assert np.isnan(row["companion_sep_kpc"]) and 2.5 <= row["companion_sep_arcsec"] <= 11.0
+    assert abs(row["companion_z"] - row["z"]) > 0.02

@@ -365,3 +365,44 @@ def test_pair_sfr_enhancement_decays_with_separation(by_stage):
                  for rp_kpc in (5.0, 30.0))
     assert near.log_sfr - far.log_sfr == pytest.approx(G.interaction_boost(2, 5.0)[0] - G.interaction_boost(2, 30.0)[0])
     assert np.all((by_stage[2]["rp"] >= 5) & (by_stage[2]["rp"] <= 30))
+
+
+_DETERMINISM_CASES = [("sdss", 31, 0, None), ("sdss", 31, 5, 2), ("sdss", 31, 9, 4), ("deep", 31, 5, 2), ("deep", 8, 3, 3)]
+_ARRAYS = (S.IMAGE, S.IMAGE_IVAR, S.SPEC_FLUX, S.SPEC_IVAR, S.SPEC_MASK, "_model", "_fibre_model")
+_SIMULATE_CASES = """
+import sys, numpy as np
+from galclip.data.sim.galaxy import simulate_galaxy
+from galclip.data.sim.survey import SimulateConfig
+def simulate_cases(cases, arrays):
+    out = {}
+    for n, (survey, seed, index, stage) in enumerate(cases):
+        row = simulate_galaxy(seed, index, SimulateConfig(image_size=32, survey=survey).sim_params(), stage=stage)
+        for k, v in row.items():
+            if k in arrays or isinstance(v, (int, float, np.number)):
+                out[f"{n}/{k}"] = np.asarray(v)
+    return out
+"""
+
+
+def test_galaxies_are_bit_identical_in_a_fresh_process(tmp_path):
+    """Galaxy (seed, index) must not depend on the process that simulates it (shards are made by
+    worker processes; resume reruns them later): images, spectra, noiseless models and labels of
+    sdss and deep galaxies are bit-identical in a fresh interpreter with another hash seed."""
+    root = Path(__file__).resolve().parents[2]
+    script = _SIMULATE_CASES + (f"np.savez({str(tmp_path / 'child.npz')!r}, "
+                                f"**simulate_cases({_DETERMINISM_CASES!r}, {_ARRAYS!r}))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONHASHSEED": "12345", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    namespace: dict = {}
+    exec(_SIMULATE_CASES, namespace)
+    here = namespace["simulate_cases"](_DETERMINISM_CASES, _ARRAYS)
+    with np.load(tmp_path / "child.npz") as child:
+        assert set(child.files) == set(here) and len(here) > 5 * 40
+        for k in sorted(here):
+            assert child[k].dtype == here[k].dtype, k
+            np.testing.assert_array_equal(child[k], here[k], err_msg=k)
+    # the cases differ from each other (a constant output would pass the comparison above)
+    assert not np.array_equal(here[f"1/{S.IMAGE}"], here[f"3/{S.IMAGE}"])        # sdss vs deep, same galaxy
+    assert not np.array_equal(here[f"0/{S.SPEC_FLUX}"], here[f"1/{S.SPEC_FLUX}"])

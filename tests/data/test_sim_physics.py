@@ -204,8 +204,18 @@ def test_tidal_pieces_share_exactly_the_tidal_light(kind):
         np.testing.assert_allclose(sum(c.spectrum for c in pieces), extra["tidal"], rtol=1e-10)
         np.testing.assert_allclose(sum(c.flux for c in pieces), X.fnu_to_nanomaggies(G._weights(p.bands) @ extra["tidal"]),
                                    rtol=1e-10)
-        for c in pieces:
-            assert c.pixmap.sum() == pytest.approx(1.0) and c.pixmap.min() >= 0
+        for c in pieces:  # light off the cutout's edge is lost, never added
+            assert 0.0 < c.pixmap.sum() <= 1.0 + 1e-9 and c.pixmap.min() >= 0
+
+
+def test_blobs_inside_the_cutout_keep_unit_flux_and_off_edge_light_is_lost():
+    """A tail that runs off the frame must not be squeezed into it (that would overstate its surface brightness)."""
+    from galclip.data.sim import images as I
+
+    inside = I.blobs_map(np.array([0.0, 1.0]), np.array([0.0, -1.0]), np.array([0.5, 0.5]), np.ones(2), 64, 0.4)
+    half_out = I.blobs_map(np.array([0.0, 40.0]), np.array([0.0, 0.0]), np.array([0.5, 0.5]), np.ones(2), 64, 0.4)
+    assert inside.sum() == pytest.approx(1.0, abs=1e-3)
+    assert half_out.sum() == pytest.approx(0.5, abs=1e-3)
 
 
 def test_simulated_tidal_light_follows_the_tidal_frac_label(monkeypatch):

@@ -51,7 +51,8 @@ class Component:
 
 def blobs_map(x: np.ndarray, y: np.ndarray, sigma: np.ndarray, weight: np.ndarray, size: int,
               scale: float) -> np.ndarray:
-    """Sum of round Gaussians at (x, y) arcsec from the centre; returns a unit-sum map.
+    """Sum of round Gaussians at (x, y) arcsec from the centre, normalised to unit total flux
+    (the part inside the cutout sums to ≤ 1).
 
     Separable evaluation (``gy.T @ (w·gx)``) keeps a 100-blob tail at ~0.1 ms.
     """
@@ -64,7 +65,9 @@ def blobs_map(x: np.ndarray, y: np.ndarray, sigma: np.ndarray, weight: np.ndarra
     gy = np.exp(-0.5 * ((grid[None, :] - py[:, None]) / s[:, None]) ** 2)
     norm = 2 * np.pi * s**2
     m = gy.T @ ((np.asarray(weight) / norm)[:, None] * gx)
-    tot = m.sum()
+    # normalised by the blobs' total weight, not the pixel sum: light that falls outside the
+    # cutout (a 50 kpc tail at low redshift) is lost, not squeezed into the frame
+    tot = float(np.sum(weight))
     return m / tot if tot > 0 else m
 
 

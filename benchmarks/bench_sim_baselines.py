@@ -435,10 +435,14 @@ def prepare_dataset(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     if args.dataset is not None:
         return args.dataset, {"simulated_here": False}
     tag = f"survey_{args.survey}_n{args.n}_d{args.difficulty:g}" + ("_morph" if args.store_morphology else "")
+    from galclip.data import schema as S
+
     ds_path = args.work / tag
+    existed = (ds_path / S.MANIFEST_NAME).exists()
     t = simulate(ds_path, args.n, 2, survey=args.survey, derived=True, morphology=args.store_morphology,
                  difficulty=args.difficulty)
-    return ds_path, {"simulated_here": True, "simulate_wall_s_2jobs": t}
+    # a survey already under --work is resumed/reused: the wall time then is not the simulation's
+    return ds_path, {"simulated_here": True, "simulate_resumed_existing": existed, "simulate_wall_s_2jobs": t}
 
 
 def image_heads(args: argparse.Namespace, ds_path: Path, y: np.ndarray, stage: np.ndarray,

@@ -214,6 +214,14 @@ def _headline_table(run: Path) -> Table | None:
     return _key_value_table(head, ["comparison", "value"], (int, float, str))
 
 
+def _candidates_table(run: Path) -> Table | None:
+    """Precision of the candidate ranking in its top N against the base rate (labelled surveys)."""
+    prec = _json(run / "candidates" / "summary.json").get("precision_at", {})
+    base = prec.get("base_rate")
+    rows = [[k, v, v / base if base else float("nan")] for k, v in prec.items() if k.startswith("top")]
+    return (["top N", "precision", "× base rate"], rows + [["base rate", base, 1.0]]) if rows and base else None
+
+
 def _timings_table(run: Path) -> Table | None:
     return _key_value_table(_json(run / "timings.json"), ["stage", "seconds"], (int, float))
 
@@ -222,6 +230,7 @@ def _summary_tables(run: Path) -> dict[str, Table]:
     """The run's metrics as small tables (a missing stage just leaves its table out)."""
     parts = (("Pretraining (validation)", _pretrain_table), ("Fine-tuned head (test split)", _finetune_table),
              ("Label-budget evaluation", _budget_table), ("Headline comparison", _headline_table),
+             ("Merger candidates from known mergers (precision)", _candidates_table),
              ("Stage timings", _timings_table))
     return {title: t for title, fn in parts if (t := fn(run)) is not None}
 

@@ -61,6 +61,8 @@ def _run(tmp_path):
         f"galclip_fusion,10,0,{i},0.5,0\n" for i in range(5000)))
     (run / "timings.json").write_text(json.dumps({"pretrain": 61.3, "evaluate": 70.1}))
     (run / "candidates" / "candidates.csv").write_text("rank,object_id,ra,dec,score\n1,a,1.0,2.0,0.9\n")
+    (run / "candidates" / "summary.json").write_text(json.dumps(
+        {"precision_at": {"top10": 0.5, "top20": 0.4, "base_rate": 0.1}}))
     return run
 
 
@@ -80,6 +82,8 @@ def test_report_renders_metric_tables_and_stays_small(tmp_path):
     names = [r[0] for r in pre[1:]]
     assert names[:2] == ["model", "steps"] and "knn_merger_bacc_image" in names and len(names) < 10
     assert any(r[-1] == "a" or "a" in r for t in p.tables for r in t)  # the candidate table
+    prec = next(t for t in p.tables if t[0] == ["top N", "precision", "× base rate"])
+    assert prec[2][0] == "top20" and float(prec[2][2]) == 4.0  # precision@20 as a multiple of the base rate
 
 
 def test_known_labels_name_the_class_and_stage(tiny_dataset):

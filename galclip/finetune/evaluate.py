@@ -294,10 +294,11 @@ def _headline(summary: list[dict[str, Any]], metric: str = "roc_auc") -> dict[st
     b100 = min(budgets, key=lambda b: abs(b - 100))
     bmax = budgets[-1]
     out: dict[str, Any] = {"metric": metric, "budget_small": b100, "budget_large": bmax}
-    for m in ("galclip_fusion", "galclip_fusion_morph", "galclip_image", "galclip_image_tabular", "random_init",
-              "morphology_lr", "cnn_scratch"):
+    for m in ("galclip_fusion", "galclip_fusion_morph", "galclip_image", "galclip_image_probe", "galclip_image_tabular",
+              "galclip_spectrum", "random_init", "morphology_lr", "cnn_scratch"):
         out[f"{m}@{b100}"] = get(m, b100)
     out["pretraining_gain"] = get("galclip_fusion", b100) - get("random_init", b100)
+    out["fusion_minus_morphology_lr"] = get("galclip_fusion", b100) - get("morphology_lr", b100)
     singles = {m: get(m, bmax) for m in ("galclip_image", "galclip_spectrum", "image_ssl", "cnn_scratch",
                                           "morphology_lr", "tabular_head")}
     singles = {k: v for k, v in singles.items() if np.isfinite(v)}

@@ -1,7 +1,7 @@
 """Pretraining throughput: bare model step vs the full galclip pipeline, FLOP/s vs a robust matmul peak.
 
     .venv/bin/python benchmarks/bench_throughput.py --data /tmp/sim3k --models small-cnn,compact,small \
-        --threads 2 --batch 128 --steps 60 --repeat 2
+        --threads 2 --batch 128 --steps 60 --repeat 2 --study 20
 
 For each model preset (same batch, same threads, the run config of ``configs/pretrain.yaml``):
 
@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -148,53 +149,83 @@ def _times(step: Callable[[], Any], warmup: int, steps: int) -> list[float]:
     return times
 
 
+def make_step(cfg: PretrainConfig, ds: SurveyDataset, batch: dict[str, torch.Tensor],
+              rt: Runtime) -> tuple[Callable[[], None], PretrainModule]:
+    """One training step of the module ``run_pretrain`` builds (objective + backward + clipping +
+    AdamW/LR step) on a fixed batch, augmentation off, with the speed options ``rt``."""
+    mcfg = resolve_model_config(cfg, ds.n_bands, cfg.data.image.size, ds.spectrum_length)
+    morph = load_morph_targets(cfg, ds, np.arange(len(ds)), True)
+    loss_cfg = resolve_losses(cfg, True, True, morph is not None)
+    module = build_module(cfg, mcfg, loss_cfg, rt, ds.label_names, morph=morph).train()
+    module.aug_cfg = NO_AUGMENT
+    opt_cfg = module.configure_optimizers()
+    opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        loss, _ = module.compute_loss(batch, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+
+    return step, module
+
+
 def bare_step(cfg: PretrainConfig, ds: SurveyDataset, batch: dict[str, torch.Tensor], steps: int,
               warmup: int) -> dict[str, Any]:
     """Time the module's own step (objective + backward + clipping + AdamW) without augmentation,
     data loading or Lightning."""
-    mcfg = resolve_model_config(cfg, ds.n_bands, cfg.data.image.size, ds.spectrum_length)
-    train_idx = torch.arange(len(ds)).numpy()
-    morph = load_morph_targets(cfg, ds, train_idx, True)
-    loss_cfg = resolve_losses(cfg, True, True, morph is not None)
     rt = run_runtime(cfg)
-
-    def make_step(rt: Runtime) -> tuple[Callable[[], None], PretrainModule]:
-        module = build_module(cfg, mcfg, loss_cfg, rt, ds.label_names, morph=morph).train()
-        module.aug_cfg = NO_AUGMENT
-        opt_cfg = module.configure_optimizers()
-        opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
-        gen = torch.Generator().manual_seed(0)
-
-        def step() -> None:
-            loss, _ = module.compute_loss(batch, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            sched.step()
-
-        return step, module
-
     # FLOPs on an uncompiled twin: compiled kernels bypass the counter; the arithmetic is the same
-    count, _ = make_step(dataclasses.replace(rt, compile=False))
+    count, module = make_step(cfg, ds, batch, dataclasses.replace(rt, compile=False))
     count()
     with FlopCounterMode(display=False) as fc:
         count()
     flops = fc.get_total_flops()
+    terms = ["clip"] + (["morph"] if module.morph is not None else [])
+    del count, module
     torch._dynamo.reset()  # each timed model compiles afresh (no stale guards or cache limits)
-    step, module = make_step(rt)
+    step, module = make_step(cfg, ds, batch, rt)
     t = time.perf_counter()
     step()  # first call: lazy init, optimiser state, compilation (reported apart)
     first = time.perf_counter() - t
     times = _times(step, warmup, steps)
     n = batch["image"].shape[0]
     med, mean = statistics.median(times), statistics.fmean(times)
-    return {"includes": "forward (both towers) + objective (" + " + ".join(["clip"] + (["morph"] if morph else []))
-                        + ") + backward + grad clip + AdamW/LR step; no augmentation, data loading or Lightning",
+    return {"includes": f"forward (both towers) + objective ({' + '.join(terms)}) + backward + grad clip + "
+                        "AdamW/LR step; no augmentation, data loading or Lightning",
             "runtime": dataclasses.asdict(rt), "batch": n, "first_step_seconds": first,
             "step_seconds_median": med, "step_seconds_mean": mean, "step_seconds_min": min(times),
             "objects_per_second": n / med, "objects_per_second_mean": n / mean, "flops_per_step": flops,
             "gflops_per_second": flops / med / 1e9, "n_parameters": sum(p.numel() for p in module.parameters())}
+
+
+STUDY = {"eager": Runtime(), "channels_last": Runtime(channels_last=True), "fused_adamw": Runtime(fused_adamw=True),
+         "compile": Runtime(compile=True)}
+
+
+def runtime_study(cfg: PretrainConfig, ds: SurveyDataset, batch: dict[str, torch.Tensor], rounds: int) -> dict[str, Any]:
+    """Each speed option alone and the preset's choice, against plain eager, side by side: one
+    step of each variant per round, the order reversed every other round, and the speed-up
+    taken per round (paired) before the median, so load that comes and goes hits all alike."""
+    variants = dict(STUDY, preset=run_runtime(cfg))
+    torch._dynamo.reset()
+    steps = {name: make_step(cfg, ds, batch, rt)[0] for name, rt in variants.items()}
+    for step in steps.values():  # compile + warm up
+        for _ in range(3):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - t)
+    return {name: {"runtime": dataclasses.asdict(variants[name]), "step_seconds_median": statistics.median(times[name]),
+                   "speedup_over_eager": statistics.median(e / t for e, t in zip(times["eager"], times[name]))}
+            for name in names} | {"rounds": rounds}
 
 
 def augment_cost(cfg: PretrainConfig, batch: dict[str, torch.Tensor], steps: int) -> dict[str, Any]:
@@ -222,8 +253,9 @@ def full_pipeline(cfg: PretrainConfig, out: Path) -> dict[str, Any]:
             "data_wait_fraction": m["data_wait_fraction"], "wall_seconds_incl_cache_and_val": time.perf_counter() - t}
 
 
-def measure(args: argparse.Namespace, ds: SurveyDataset, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """One full measurement: peak, every model (bare, augment, full), peak again."""
+def measure(args: argparse.Namespace, ds: SurveyDataset, batch: dict[str, torch.Tensor],
+            study: int = 0) -> dict[str, Any]:
+    """One full measurement: peak, every model (bare, augment, full[, option study]), peak again."""
     before = matmul_peak()
     models: dict[str, Any] = {}
     for name in args.models.split(","):
@@ -236,6 +268,8 @@ def measure(args: argparse.Namespace, ds: SurveyDataset, batch: dict[str, torch.
         models[name] = {"bare": bare, "augment": aug, "full": full,
                         "full_over_bare": full["objects_per_second"] / bare["objects_per_second_mean"],
                         "augment_over_bare_step": aug["seconds_median"] / bare["step_seconds_median"]}
+        if study:
+            models[name]["runtime_study"] = runtime_study(cfg, ds, batch, study)
         print(json.dumps({name: models[name]}, indent=1), flush=True)
     after = matmul_peak()
     peak = max(before["gflops"], after["gflops"])
@@ -269,6 +303,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed bare steps after the first")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=1, help="run the whole measurement N times (agreement recorded)")
+    ap.add_argument("--study", type=int, default=0, metavar="ROUNDS",
+                    help="also time each speed option (channels-last, fused AdamW, compile) against eager, "
+                         "interleaved, for ROUNDS steps each (0 = off)")
     ap.add_argument("--override", nargs="*", default=[], help="dotted config overrides, e.g. train.compile=false")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "throughput.json"))
     args = ap.parse_args()
@@ -281,7 +318,7 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "threads": args.threads, "batch": args.batch,
         "steps": args.steps, "data": args.data, "n_rows": len(ds), "config": args.config,
         "overrides": args.override, "machine": machine(args.threads), "load_average_start": os.getloadavg()}
-    runs = [measure(args, ds, batch) for _ in range(max(1, args.repeat))]
+    runs = [measure(args, ds, batch, args.study if i == 0 else 0) for i in range(max(1, args.repeat))]
     results.update(runs[0])  # the first run's figures at the top level
     if len(runs) > 1:
         results["repeats"] = runs

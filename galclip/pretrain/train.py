@@ -302,7 +302,7 @@ def resolve_losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool, mor
 
 
 def load_morph_targets(cfg: PretrainConfig, full: SurveyDataset, train_idx: np.ndarray,
-                   use_images: bool) -> MorphTargets | None:
+                       use_images: bool) -> MorphTargets | None:
     """The morphology regression targets when ``loss.morph_weight`` > 0 (None, logged, when the
     survey stores no ``morph_*`` columns: ingest with ``morphology: true`` to get them)."""
     if cfg.loss.morph_weight <= 0 or not use_images:

@@ -117,18 +117,23 @@ class ModelConfig:
 PRESET_DIR = Path(__file__).with_name("presets")
 
 
-def _load_presets() -> dict[str, dict[str, Any]]:
-    """Preset name → config dictionary, read from :data:`PRESET_DIR` (all exercised by tests/models)."""
-    presets = {}
+def _load_presets() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Preset name → config dictionary, and preset name → its ``runtime`` block, read from
+    :data:`PRESET_DIR` (all exercised by tests/models)."""
+    presets, runtime = {}, {}
     for path in sorted(PRESET_DIR.glob("*.yaml")):
         data = read_yaml(path)
         data.pop("name", None)
+        runtime[path.stem] = dict(data.pop("runtime", None) or {})
         presets[path.stem] = data
-    return presets
+    return presets, runtime
 
 
-#: Named model combinations (see the comment at the top of each YAML file for its use).
-MODEL_PRESETS: dict[str, dict[str, Any]] = _load_presets()
+#: Named model combinations (see the comment at the top of each YAML file for its use), and
+#: how each trains fastest: the optional ``runtime:`` block of a preset (``channels_last``,
+#: ``compile``, ``fused_adamw``), measured with ``benchmarks/bench_throughput.py``. It is
+#: not part of the model (not saved with weights); ``galclip.pretrain.runtime`` reads it.
+MODEL_PRESETS, PRESET_RUNTIME = _load_presets()
 
 DEFAULT_MODEL = "small-cnn"
 
@@ -138,6 +143,15 @@ def list_models() -> list[str]:
     return sorted(MODEL_PRESETS)
 
 
+def runtime_hints(name: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The ``runtime:`` block of a preset name or model YAML path ({} when it has none)."""
+    if name in PRESET_RUNTIME:
+        return dict(PRESET_RUNTIME[name])
+    if str(name).endswith((".yaml", ".yml")) or Path(str(name)).is_file():
+        return dict(read_yaml(name).get("runtime") or {})
+    return {}
+
+
 def get_model_config(name: str = DEFAULT_MODEL, **overrides: Any) -> ModelConfig:
     """Preset name or YAML path → :class:`ModelConfig` (keyword overrides win)."""
     if name in MODEL_PRESETS:
@@ -145,6 +159,7 @@ def get_model_config(name: str = DEFAULT_MODEL, **overrides: Any) -> ModelConfig
         data["name"] = name
     elif str(name).endswith((".yaml", ".yml")) or Path(str(name)).is_file():
         data = read_yaml(name)
+        data.pop("runtime", None)  # training speed hints, not the model (see runtime_hints)
         data.setdefault("name", Path(str(name)).stem)
     else:
         raise ConfigError(f"unknown model {name!r} (known: {', '.join(list_models())}, or a YAML file path)")

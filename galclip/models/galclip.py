@@ -81,7 +81,8 @@ class FeatureStandardizer(nn.Module):
         self.mean.lerp_(f.mean(0), m)
         self.var.lerp_(f.var(0), m)
         z = self._standardise(f)
-        self.second.lerp_(z.T @ z / z.shape[0], m)
+        with torch.autocast(f.device.type, enabled=False):  # fp32 statistics under bf16 autocast
+            self.second.lerp_(z.T @ z / z.shape[0], m)
         self.count += 1
         self._basis = None
 

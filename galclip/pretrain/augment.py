@@ -61,6 +61,19 @@ def _uniform(n: int, gen: torch.Generator, device: torch.device, lo: float = 0.0
     return torch.rand(n, generator=gen, device="cpu").to(device) * (hi - lo) + lo
 
 
+def _randn(shape: torch.Size, gen: torch.Generator, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Standard normal noise of a whole batch, drawn where it is used.
+
+    On the CPU straight from ``gen``; on an accelerator from a device generator seeded from
+    ``gen``, so the batch's megabytes of noise are neither drawn on the host nor copied over
+    (and a run stays exactly reproducible on the same kind of device).
+    """
+    if device.type == "cpu":
+        return torch.randn(shape, generator=gen).to(dtype)
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device, dtype=dtype)
+
+
 def _warp(x: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
     """Random flip, 90° rotation and sub-pixel shift of (N,C,H,W) in one bilinear resampling.
 
@@ -111,15 +124,14 @@ def augment_images(image: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.G
     x = _warp(torch.cat([image, ivar, bad], dim=1), cfg, gen)  # transform image, ivar and mask together
     # a pixel that takes any weight from a masked one is masked: its variance is unknown
     keep = x[:, 2 * b:] < 1e-3
-    img = torch.where(keep, x[:, :b], torch.zeros_like(x[:, :b]))
-    iv = torch.where(keep, x[:, b:2 * b].clamp_min(0), torch.zeros_like(x[:, :b]))
+    img = torch.where(keep, x[:, :b], 0.0)
+    iv = torch.where(keep, x[:, b:2 * b].clamp_min(0), 0.0)
     if cfg.psf_sigma > 0:
         img = _blur(img, _uniform(n, gen, dev, 0, cfg.psf_sigma))
     if cfg.image_noise > 0:
         amp = _uniform(n, gen, dev, 0, cfg.image_noise)[:, None, None, None]
-        sigma = torch.where(iv > 0, iv.clamp_min(1e-12).rsqrt(), torch.zeros_like(iv))
-        noise = torch.randn(img.shape, generator=gen).to(dev, img.dtype)
-        img = img + amp * sigma * noise
+        sigma = torch.where(iv > 0, iv.clamp_min(1e-12).rsqrt(), 0.0)
+        img = torch.addcmul(img, amp * sigma, _randn(img.shape, gen, dev, img.dtype))
         iv = iv / (1 + amp**2)
     return img, iv
 
@@ -137,8 +149,8 @@ def augment_spectra(flux: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.G
         ivar = ivar / factor**2
     if cfg.spectrum_noise > 0:
         amp = _uniform(n, gen, dev, 0, cfg.spectrum_noise)[:, None]
-        sigma = torch.where(good, ivar.clamp_min(1e-12).rsqrt(), torch.zeros_like(ivar))
-        flux = flux + amp * sigma * torch.randn(flux.shape, generator=gen).to(dev, flux.dtype)
+        sigma = torch.where(good, ivar.clamp_min(1e-12).rsqrt(), 0.0)
+        flux = torch.addcmul(flux, amp * sigma, _randn(flux.shape, gen, dev, flux.dtype))
         ivar = ivar / (1 + amp**2)
     if cfg.mask_windows > 0 and cfg.mask_width > 0:
         width = max(1, int(cfg.mask_width * length))
@@ -146,8 +158,8 @@ def augment_spectra(flux: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.G
         for _ in range(cfg.mask_windows):
             start = (torch.rand(n, generator=gen) * (length - width)).long().to(dev)[:, None]
             good = good & ~((pos >= start) & (pos < start + width))
-    ivar = torch.where(good, ivar, torch.zeros_like(ivar))
-    flux = torch.where(good, flux, torch.zeros_like(flux))
+    ivar = torch.where(good, ivar, 0.0)
+    flux = torch.where(good, flux, 0.0)
     return flux, ivar
 
 

@@ -55,7 +55,11 @@ class LossConfig:
 
 @dataclasses.dataclass
 class OptimConfig:
-    """AdamW + linear warm-up + cosine decay (per step), gradient clipping."""
+    """AdamW + linear warm-up + cosine decay (per step), gradient clipping.
+
+    ``fused``: AdamW's fused kernel (true), its for-loop (false), or ``null`` = the model
+    preset's measured choice, else torch's default (:mod:`galclip.pretrain.runtime`).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -64,6 +68,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
     max_bad_steps: int = 20
+    fused: bool | None = None
 
 
 def _no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -114,8 +119,10 @@ class PretrainModule(pl.LightningModule):
         for name, p in self.named_parameters():
             if p.requires_grad:
                 (no_decay if _no_decay(name, p) else decay).append(p)
+        kernel = {} if o.fused is None else {"fused": True} if o.fused else {"foreach": False}
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas),
+                                **kernel)
         warm = max(1, min(o.warmup_steps, self.total_steps - 1))
         sched = torch.optim.lr_scheduler.SequentialLR(opt, [
             torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, end_factor=1.0, total_iters=warm),

@@ -47,6 +47,7 @@ from galclip.pretrain.data import (StepBatchSampler, cache_size_bytes, load_tens
                                    streaming_loader)
 from galclip.pretrain.module import LossConfig, OptimConfig, PretrainModule
 from galclip.pretrain.morph_targets import MorphTargets, build_targets
+from galclip.pretrain.runtime import Runtime, apply_runtime, default_workers, resolve_runtime
 from galclip.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,12 @@ class TrainConfig:
         threads: torch CPU threads (0 = leave as is).
         cache: ``auto`` (in memory when under ``cache_max_gb``), ``memory`` or ``stream``.
         cache_max_gb: size limit of the in-memory cache.
-        num_workers: DataLoader workers when streaming.
+        num_workers: DataLoader workers when streaming (-1 = one per available core less
+            the training process, at most 8: :func:`galclip.pretrain.runtime.default_workers`).
+        channels_last: image tower in NHWC layout; ``null`` = the model preset's measured
+            choice (its ``runtime:`` block, :mod:`galclip.pretrain.runtime`).
+        compile: ``torch.compile`` both towers (the first step then takes tens of seconds
+            on a CPU); ``null`` = the preset's choice.
         checkpoint_every: steps between resume checkpoints (0 = only at the end).
         val_every: steps between validations (0 = only at the end).
         log_every: steps between logged training scalars.
@@ -83,6 +89,8 @@ class TrainConfig:
     cache: str = "auto"
     cache_max_gb: float = 4.0
     num_workers: int = 2
+    channels_last: bool | None = None
+    compile: bool | None = None
     checkpoint_every: int = 100
     val_every: int = 0
     log_every: int = 10
@@ -210,6 +218,28 @@ class Throughput(Callback):
             self.batches = pl_module.batches_seen - self.start_batches
 
 
+def run_runtime(cfg: PretrainConfig) -> Runtime:
+    """The run's speed options: explicit ``train.channels_last``/``train.compile``/``optim.fused``,
+    else the model preset's measured choice."""
+    return resolve_runtime(cfg.model, cfg.train.channels_last, cfg.train.compile, cfg.optim.fused)
+
+
+def build_module(cfg: PretrainConfig, mcfg: ModelConfig, loss_cfg: LossConfig, rt: Runtime,
+                 label_names: list[str], use_images: bool = True, use_spectra: bool = True,
+                 morph: MorphTargets | None = None) -> PretrainModule:
+    """The seeded model with the run's speed options applied, wrapped for training.
+
+    ``run_pretrain`` trains exactly this; ``benchmarks/bench_throughput.py`` times its
+    bare step, so the two measure the same model, losses and optimiser.
+    """
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = apply_runtime(build_model(mcfg), rt)
+    optim = dataclasses.replace(cfg.optim, fused=rt.fused_adamw)
+    return PretrainModule(model, loss_cfg, optim, cfg.augment, cfg.train.steps, cfg.seed, label_names,
+                          use_images=use_images, use_spectra=use_spectra, log_every=cfg.train.log_every,
+                          morph=morph)
+
+
 def _split(n: int, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng([seed, 99]).permutation(n)
     n_val = min(cfg.val_max, int(round(cfg.val_fraction * n)))
@@ -258,7 +288,7 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
-def _losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool, morph: bool = False) -> LossConfig:
+def resolve_losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool, morph: bool = False) -> LossConfig:
     """The loss config, with the SSL term switched on for a tower that has no partner modality
     (and, for the image tower, no morphology targets either)."""
     loss_cfg = copy.deepcopy(cfg.loss)
@@ -271,8 +301,8 @@ def _losses(cfg: PretrainConfig, use_images: bool, use_spectra: bool, morph: boo
     return loss_cfg
 
 
-def _morph_targets(cfg: PretrainConfig, full: SurveyDataset, train_idx: np.ndarray,
-                   use_images: bool) -> MorphTargets | None:
+def load_morph_targets(cfg: PretrainConfig, full: SurveyDataset, train_idx: np.ndarray,
+                       use_images: bool) -> MorphTargets | None:
     """The morphology regression targets when ``loss.morph_weight`` > 0 (None, logged, when the
     survey stores no ``morph_*`` columns: ingest with ``morphology: true`` to get them)."""
     if cfg.loss.morph_weight <= 0 or not use_images:
@@ -331,7 +361,8 @@ def _train_loader(cfg: PretrainConfig, full: Any, train_ds: Any, val_idx: np.nda
         raise ConfigError("the tabular second tower trains from the in-memory cache: use train.cache=memory")
     if mode == "stream":
         survey = StreamingSurvey(cfg.data, seed=cfg.seed, shuffle=True)
-        return streaming_loader(survey, tc.batch_size // world, tc.steps, start, tc.num_workers, pin,
+        workers = default_workers() if tc.num_workers < 0 else tc.num_workers
+        return streaming_loader(survey, tc.batch_size // world, tc.steps, start, workers, pin,
                                 exclude=set(int(i) for i in val_idx)), mode
     raise ConfigError(f"train.cache must be auto, memory or stream, got {tc.cache!r}")
 
@@ -351,16 +382,18 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     use_images, use_spectra = full.n_bands > 0, full.spectrum_length > 0
     mcfg = resolve_model_config(cfg, full.n_bands, cfg.data.image.size, full.spectrum_length)
     train_idx, val_idx = _split(n_rows, tc, cfg.seed)
-    morph = _morph_targets(cfg, full, train_idx, use_images)
+    morph = load_morph_targets(cfg, full, train_idx, use_images)
     if mcfg.spectrum.kind == "tabular":  # catalogue measurements as the second tower
         mcfg = resolve_tabular_tower(mcfg, full, train_idx)  # preprocessing fitted on training rows
         full, use_spectra = TabularAsSpectrum(full, mcfg), True
-    loss_cfg = _losses(cfg, use_images, use_spectra, morph is not None)
+    loss_cfg = resolve_losses(cfg, use_images, use_spectra, morph is not None)
     resolved = to_dict(cfg)
     resolved["loss"] = to_dict(loss_cfg)
     if morph is not None:
         resolved["morph_targets"] = morph.summary()
     resolved["resolved_model"] = to_dict(mcfg)
+    rt = run_runtime(cfg)
+    resolved["resolved_runtime"] = dataclasses.asdict(rt)
     atomic_write_text(out / "config.yaml", dump_yaml(resolved))
 
     resume = _resume_path(cfg, out)
@@ -368,10 +401,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     if start >= tc.steps:
         log.info("run already complete at step %d (train.steps=%d)", start, tc.steps)
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(mcfg)
-    module = PretrainModule(model, loss_cfg, cfg.optim, cfg.augment, tc.steps, cfg.seed, full.label_names,
-                            use_images=use_images, use_spectra=use_spectra, log_every=tc.log_every, morph=morph)
+    module = build_module(cfg, mcfg, loss_cfg, rt, full.label_names, use_images, use_spectra, morph)
+    model = module.model
 
     accel = tc.accelerator
     cuda = torch.cuda.is_available() and accel in ("auto", "gpu", "cuda")
@@ -386,9 +417,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     val_tensors = load_tensors(val_ds, progress=False) if len(val_ds) else None
     val_loader = (memory_loader(val_tensors, _SequentialBatches(len(val_ds), 256), pin)
                   if val_tensors is not None else None)
-    log.info("pretraining %s (%d params) on %d rows (%d val), %s data, %d steps × %d, precision %s",
+    log.info("pretraining %s (%d params) on %d rows (%d val), %s data, %d steps × %d, precision %s, %s",
              mcfg.name, sum(p.numel() for p in model.parameters()), len(train_ds), len(val_ds), mode, tc.steps,
-             tc.batch_size, precision)
+             tc.batch_size, precision, rt)
     t0 = time.perf_counter()
     if start < tc.steps:
         trainer.fit(module, train_loader, val_loader if tc.val_every > 0 else None,
@@ -415,6 +446,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
                     "paired_fraction": float(np.mean(full.column("has_spectrum")[train_idx]
                                                      & full.column("has_image")[train_idx])),
                     "global_batch": tc.batch_size, "world_size": world, "precision": precision,
+                    "runtime": dataclasses.asdict(rt),
                     "model": mcfg.name, "n_train": len(train_ds), "n_val": len(val_ds), "data_mode": mode})
     metrics["pairs_per_second"] = metrics["objects_per_second"] * metrics["paired_fraction"]
     if trainer.is_global_zero:

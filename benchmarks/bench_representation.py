@@ -76,6 +76,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
                                                   "augment.image_noise=0.5"]),
     "paired_recipe": ("configs/pretrain.yaml", []),
+    # the demo's pretraining budget (a few hundred steps): learning rate and morphology weight
+    "paired_recipe_lr3": ("configs/pretrain.yaml", ["optim.lr=0.003"]),
+    "paired_recipe_morph3": ("configs/pretrain.yaml", ["optim.lr=0.003", "loss.morph_weight=3"]),
+    "paired_morph_only": ("configs/pretrain.yaml", ["optim.lr=0.003", "loss.clip_weight=0"]),
 }
 
 

@@ -76,12 +76,15 @@ def test_demo_mode_draws_known_examples_and_reports_precision(tmp_path, clustere
     import json
 
     idx, x, y = _survey(tmp_path, clustered)
-    run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "c"), from_label="merger", n_known=4, top_n=4))
+    run_candidates(CandidatesConfig(index=str(idx), out=str(tmp_path / "c"), from_label="merger", n_known=4, top_n=4,
+                                    repeats=3))
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
-    assert summary["n_positives"] == 4 and summary["n_negatives"] == 4
+    assert summary["n_positives"] == 4 and summary["n_negatives"] == 0  # random non-mergers are not look-alikes
     assert all(y[int(o[1:])] == 0 for o in summary["known_positive_ids"])
     prec = summary["precision_at"]
     assert prec["top50"] >= 0.9 and prec["base_rate"] < 0.3
+    draws = summary["precision_at_draws"]  # three draws of known mergers: mean and spread
+    assert draws["draws"] == 3 and draws["top50_mean"] >= 0.9 and 0 <= draws["top50_std"] < 0.1
 
 
 def test_candidates_and_label_default_to_the_image_representation(tmp_path, clustered):

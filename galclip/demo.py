@@ -36,7 +36,7 @@ STAGES = ("simulate", "pretrain", "embed", "finetune", "evaluate", "index", "can
 
 def _sim() -> SimulateConfig:
     # the deep preset: at SDSS depth the tidal features of most mergers are below the noise
-    # and no method can be told apart from another (README "The simulated survey"); the
+    # (README "The simulated survey"; its measured ceiling is the deep preset's); the
     # morphology is measured while simulating, binned to 32 px without MID (~0.08 CPU-s/galaxy),
     # so pretraining can regress it and the classical baseline can use it
     return SimulateConfig(n=1500, seed=0, survey="deep", morphology=True, morph=MorphologyOptions(size=32, mid=False))
@@ -131,7 +131,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         from galclip.errors import ConfigError
 
         raise ConfigError(f"unknown demo stage {unknown[0]} (stages: {', '.join(STAGES)})")
-    timings: dict[str, float] = {}
+    # a partial re-run (``stages=[...]``) keeps the timings of the stages it did not run
+    old = out / "timings.json"
+    timings: dict[str, float] = json.loads(old.read_text()) if old.exists() else {}
     summary: dict[str, Any] = {}
 
     def stage(name: str, fn: Callable[[], Any]) -> Any:
@@ -160,7 +162,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         summary["candidates"] = cand.get("precision_at_draws", cand.get("precision_at", {}))
     stage("report", lambda: run_report(cfg.report))
     summary["timings_s"] = timings
-    summary["total_s"] = round(sum(timings.values()), 1)
+    summary["total_s"] = round(sum(timings.values()), 1)  # every stage's latest run
     atomic_write_json(out / "summary.json", summary)
     log.info("demo finished in %.0f s: open %s", summary["total_s"], out / "report.html")
     return summary

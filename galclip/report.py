@@ -214,6 +214,12 @@ def _headline_table(run: Path) -> Table | None:
     return _key_value_table(head, ["comparison", "value"], (int, float, str))
 
 
+def _top_n(item: tuple[str, Any]) -> int:
+    """Sort key of ``topN``/``topN_mean`` entries by N (other keys last)."""
+    digits = "".join(ch for ch in item[0].split("_")[0] if ch.isdigit())
+    return int(digits) if digits else 10**9
+
+
 def _candidates_table(run: Path) -> Table | None:
     """Precision of the candidate ranking in its top N against the base rate (labelled surveys)."""
     summary = _json(run / "candidates" / "summary.json")
@@ -221,13 +227,14 @@ def _candidates_table(run: Path) -> Table | None:
     if draws:  # mean ± std over several draws of known mergers
         base = draws.get("base_rate_mean")
         rows = [[k.removesuffix("_mean"), f"{v:.3f} ± {draws.get(k.replace('_mean', '_std'), 0):.3f}",
-                 v / base if base else float("nan")] for k, v in draws.items() if k.startswith("top") and k.endswith("_mean")]
+                 v / base if base else float("nan")] for k, v in sorted(draws.items(), key=_top_n)
+                if k.startswith("top") and k.endswith("_mean")]
         header = ["top N", f"precision (mean ± std, {draws.get('draws')} draws of {draws.get('n_known')} mergers)",
                   "× base rate"]
         return (header, rows + [["base rate", f"{base:.3f}", 1.0]]) if rows and base else None
     prec = summary.get("precision_at", {})
     base = prec.get("base_rate")
-    rows = [[k, v, v / base if base else float("nan")] for k, v in prec.items() if k.startswith("top")]
+    rows = [[k, v, v / base if base else float("nan")] for k, v in sorted(prec.items(), key=_top_n) if k.startswith("top")]
     return (["top N", "precision", "× base rate"], rows + [["base rate", base, 1.0]]) if rows and base else None
 
 

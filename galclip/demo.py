@@ -84,8 +84,8 @@ class DemoConfig:
     finetune: FinetuneConfig = dataclasses.field(default_factory=_finetune)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=_evaluate)
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
-    # known mergers/non-mergers are drawn from the simulator's ground truth (the rest is
-    # ranked blind) and the ranking's precision is reported in candidates/summary.json
+    # known mergers are drawn from the simulator's ground truth (the rest is ranked blind) and
+    # the ranking's precision, over 10 draws, is reported in candidates/summary.json
     candidates: CandidatesConfig = dataclasses.field(
         default_factory=lambda: CandidatesConfig(from_label="merger", n_known=10, repeats=10))
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)

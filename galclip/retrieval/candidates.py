@@ -155,12 +155,10 @@ def _ids(store: EmbeddingStore, path: str, ids: list[str], what: str) -> np.ndar
     return np.unique(rows[rows >= 0])
 
 
-def draw_known(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` rows labelled 1 and ``n`` labelled 0, drawn reproducibly (sorted row numbers)."""
+def draw_known(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` rows labelled 1, drawn reproducibly (sorted row numbers)."""
     rng = np.random.default_rng(seed)
-    pos = rng.permutation(np.flatnonzero(labels == 1))[:n]
-    neg = rng.permutation(np.flatnonzero(labels == 0))[:n]
-    return np.sort(pos), np.sort(neg)
+    return np.sort(rng.permutation(np.flatnonzero(labels == 1))[:n])
 
 
 def precision_at(table: Table, store: EmbeddingStore, label: str, cuts: tuple[int, ...] = (10, 20, 50, 100)) -> dict:
@@ -171,11 +169,13 @@ def precision_at(table: Table, store: EmbeddingStore, label: str, cuts: tuple[in
     return out
 
 
-def _precision_over_draws(store: EmbeddingStore, kind: str, neg: np.ndarray, cfg: CandidatesConfig) -> dict:
-    """Mean and standard deviation of :func:`precision_at` over ``cfg.repeats`` draws of known mergers."""
-    runs = []
-    for k in range(cfg.repeats):
-        pos = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed + k)[0]
+def _precision_over_draws(store: EmbeddingStore, kind: str, neg: np.ndarray, cfg: CandidatesConfig,
+                          first: dict) -> dict:
+    """Mean and standard deviation of :func:`precision_at` over ``cfg.repeats`` draws of known mergers
+    (``first``: the precision of the draw ``cfg.seed``, already ranked)."""
+    runs = [first]
+    for k in range(1, cfg.repeats):
+        pos = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed + k)
         table = rank_candidates(store, kind, pos, neg, cfg.top_m, cfg.negative_weight, cfg.exclude_known, cfg.batch_rows)
         runs.append(precision_at(table, store, cfg.from_label))
     out = {f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in runs[0]}
@@ -193,7 +193,7 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
     pos = _ids(store, cfg.positives, cfg.positive_ids, "merger")
     neg = _ids(store, cfg.negatives, cfg.negative_ids, "non-merger")
     if cfg.from_label and pos.size == 0:
-        pos = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed)[0]
+        pos = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed)
     if pos.size == 0:
         raise ConfigError("give known mergers: positives=table.csv or positive_ids=[id1,id2,...] (or from_label=merger)")
     table = rank_candidates(store, kind, pos, neg, cfg.top_m, cfg.negative_weight, cfg.exclude_known, cfg.batch_rows)
@@ -222,7 +222,7 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
     if cfg.from_label:
         summary["precision_at"] = precision_at(table, store, cfg.from_label)
         if cfg.repeats > 1:
-            summary["precision_at_draws"] = _precision_over_draws(store, kind, neg, cfg)
+            summary["precision_at_draws"] = _precision_over_draws(store, kind, neg, cfg, summary["precision_at"])
         log.info("precision of the ranking vs stored %r: %s", cfg.from_label,
                  summary.get("precision_at_draws", summary["precision_at"]))
     atomic_write_json(out / "summary.json", summary)

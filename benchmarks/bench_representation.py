@@ -71,11 +71,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cnn_morph_ssl0.1": ("configs/pretrain_image_only.yaml", ["loss.ssl_image_weight=0.1"]),
     "cnn_morph_noaug": ("configs/pretrain_image_only.yaml", ["augment.psf_sigma=0", "augment.image_noise=0.5"]),
     "vit_morph": ("configs/pretrain_image_only.yaml", ["model=small", "optim.lr=0.001"]),
-    "recipe": ("configs/pretrain_image_only.yaml", []),  # ResNet-10t, morphology targets, PSF + depth augmentation
+    "recipe": ("configs/pretrain_image_only.yaml", []),  # ResNet-10t, morphology + profile targets, PSF + depth aug
+    # the recipe before the on-the-fly structure profiles (morphology statistics only)
+    "recipe_noprof": ("configs/pretrain_image_only.yaml", ["loss.profile_weight=0"]),
+    "recipe_prof_only": ("configs/pretrain_image_only.yaml", ["loss.morph_weight=0"]),
     # paired (image + spectrum) surveys: the previous default (ViT, CLIP only) and the new one
     "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
                                                   "augment.image_noise=0.5"]),
     "paired_recipe": ("configs/pretrain.yaml", []),
+    "paired_recipe_noprof": ("configs/pretrain.yaml", ["loss.profile_weight=0"]),
     # the demo's pretraining budget (a few hundred steps): learning rate and morphology weight
     "paired_recipe_lr3": ("configs/pretrain.yaml", ["optim.lr=0.003"]),
     "paired_recipe_morph3": ("configs/pretrain.yaml", ["optim.lr=0.003", "loss.morph_weight=3"]),

@@ -24,6 +24,7 @@ from galclip.pretrain.augment import AugmentConfig, augment_images, augment_scal
 from galclip.pretrain.losses import SSLLoss, clip_loss
 from galclip.pretrain.metrics import embedding_metrics
 from galclip.pretrain.morph_targets import MorphTargets, morph_loss, r2_per_target
+from galclip.pretrain.profile_targets import STATS, ProfileStandardizer, structure_profiles
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ class LossConfig:
             (:mod:`galclip.pretrain.morph_targets`): puts merger structure into the
             embedding. Ignored (with a log line) when the dataset stores none.
         morph_columns: which statistics (default: every stored one).
+        profile_weight: regression of rotation-invariant structure profiles (light, m=1/m=2
+            Fourier amplitudes and rotational residual per annulus) computed on the fly from
+            each cutout (:mod:`galclip.pretrain.profile_targets`): resolves *where* light is
+            lopsided or asymmetric, which the global statistics average away, and needs no
+            catalogue.
+        profile_annuli: annuli of the profiles (4 statistics each).
     """
 
     clip_weight: float = 1.0
@@ -51,6 +58,12 @@ class LossConfig:
     ssl_temperature: float = 0.1
     morph_weight: float = 1.0
     morph_columns: list[str] = dataclasses.field(default_factory=list)
+    profile_weight: float = 1.0
+    profile_annuli: int = 8
+
+    def __post_init__(self) -> None:
+        if self.profile_annuli < 1:
+            raise ValueError("loss.profile_annuli must be >= 1")
 
 
 @dataclasses.dataclass
@@ -97,6 +110,11 @@ class PretrainModule(pl.LightningModule):
         # a pretraining-only head: the embedding is the tower's pooled features it reads
         self.morph_head = (torch.nn.Linear(model.image_encoder.num_features, len(self.morph.names))
                            if self.morph is not None else None)
+        n_prof = 4 * loss.profile_annuli
+        self.use_profiles = loss.profile_weight > 0 and use_images
+        self.profile_head = torch.nn.Linear(model.image_encoder.num_features, n_prof) if self.use_profiles else None
+        self.profile_std = ProfileStandardizer(n_prof) if self.use_profiles else None
+        self._prof_val: list[tuple[np.ndarray, np.ndarray]] = []
         self.log_every = max(1, log_every)
         self.model = model
         self.loss_cfg, self.optim_cfg, self.aug_cfg = loss, optim, augment
@@ -142,7 +160,8 @@ class PretrainModule(pl.LightningModule):
         hi, hs = batch["has_image"].bool(), batch["has_spectrum"].bool()
         parts: dict[str, torch.Tensor] = {}
         zi = zs = None
-        if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0 or self.morph is not None):
+        if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0 or self.morph is not None
+                                or self.use_profiles):
             fi = m.image_features(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
             zi = m.project_image(fi)
             m.image_standardizer.update(fi)  # running statistics of the stored representation
@@ -150,6 +169,8 @@ class PretrainModule(pl.LightningModule):
                 target, present = (t.to(fi.device) for t in self.morph.batch(batch["index"]))
                 present = present & batch["has_image"].bool()[:, None]
                 parts["morph"] = L.morph_weight * morph_loss(self.morph_head(fi), target, present)
+            if self.use_profiles:
+                parts["profile"] = L.profile_weight * self._profile_loss(batch, fi, update=True)
             if L.ssl_image_weight > 0:
                 zi2 = m.encode_image(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
                 parts["ssl_image"] = L.ssl_image_weight * self.ssl(zi, zi2, hi)
@@ -164,6 +185,19 @@ class PretrainModule(pl.LightningModule):
             raise GalclipError("no loss term applies to this data (enable loss.ssl_image_weight for image-only surveys)")
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def _profile_targets(self, batch: dict[str, torch.Tensor], update: bool) -> torch.Tensor:
+        """Standardised structure profiles of the batch's un-augmented cutouts."""
+        t = structure_profiles(self.model.image_encoder.stretch(batch["image"]), self.loss_cfg.profile_annuli)
+        keep = batch["has_image"].bool().to(t.device)
+        if update and keep.sum() >= 2:
+            self.profile_std.update(t[keep])
+        return self.profile_std(t)
+
+    def _profile_loss(self, batch: dict[str, torch.Tensor], fi: torch.Tensor, update: bool) -> torch.Tensor:
+        target = self._profile_targets(batch, update).to(fi.device)
+        present = batch["has_image"].bool().to(fi.device)[:, None].expand_as(target)
+        return morph_loss(self.profile_head(fi), target, present)
 
     def _encode_spectrum(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         """Spectrum embeddings of freshly augmented spectra (and flux scales, if the model uses them)."""
@@ -226,6 +260,7 @@ class PretrainModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val = []
         self._morph_val = []
+        self._prof_val = []
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         m = self.model
@@ -239,6 +274,10 @@ class PretrainModule(pl.LightningModule):
             target, present = self.morph.batch(batch["index"])
             self._morph_val.append((self.morph_head(fi).float().cpu().numpy(), target.numpy(),
                                     (present & batch["has_image"].bool().cpu()[:, None]).numpy()))
+        if self.use_profiles:
+            keep = batch["has_image"].bool().cpu().numpy()
+            self._prof_val.append((self.profile_head(fi).float().cpu().numpy()[keep],
+                                   self._profile_targets(batch, update=False).float().cpu().numpy()[keep]))
         zs = (m.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], batch.get("spectrum_scale")).float().cpu()
               if self.use_spectra else nan)
         self._val.append({"image": zi.numpy(), "spectrum": zs.numpy(),
@@ -261,6 +300,14 @@ class PretrainModule(pl.LightningModule):
                 metrics["morph_r2"] = float(np.nanmean(r2))
                 metrics.update({f"morph_r2/{n.removeprefix('morph_')}": float(v)
                                 for n, v in zip(self.morph.names, r2) if np.isfinite(v)})
+        if self._prof_val:
+            pred, target = (np.concatenate(x) for x in zip(*self._prof_val))
+            r2 = r2_per_target(pred, target, np.ones_like(target, bool))
+            if np.isfinite(r2).any():  # how much of the on-the-fly structure profiles the features hold
+                metrics["profile_r2"] = float(np.nanmean(r2))
+                for j, stat in enumerate(STATS):  # annulus-major columns: every 4th is one statistic
+                    if np.isfinite(r2[j::len(STATS)]).any():
+                        metrics[f"profile_r2/{stat}"] = float(np.nanmean(r2[j::len(STATS)]))
         self.val_metrics = metrics
         for k, v in metrics.items():
             if math.isfinite(v):

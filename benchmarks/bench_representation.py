@@ -75,11 +75,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the recipe before the on-the-fly structure profiles (morphology statistics only)
     "recipe_noprof": ("configs/pretrain_image_only.yaml", ["loss.profile_weight=0"]),
     "recipe_prof_only": ("configs/pretrain_image_only.yaml", ["loss.morph_weight=0"]),
+    # the rotational residual I - rot180(I) as extra input channels
+    "recipe_resid": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true"]),
+    "recipe_noresid": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=false"]),
     # paired (image + spectrum) surveys: the previous default (ViT, CLIP only) and the new one
     "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
                                                   "augment.image_noise=0.5"]),
     "paired_recipe": ("configs/pretrain.yaml", []),
     "paired_recipe_noprof": ("configs/pretrain.yaml", ["loss.profile_weight=0"]),
+    "paired_recipe_resid": ("configs/pretrain.yaml", ["model_options.image.residual=true"]),
+    "paired_recipe_noresid": ("configs/pretrain.yaml", ["model_options.image.residual=false"]),
     # the demo's pretraining budget (a few hundred steps): learning rate and morphology weight
     "paired_recipe_lr3": ("configs/pretrain.yaml", ["optim.lr=0.003"]),
     "paired_recipe_morph3": ("configs/pretrain.yaml", ["optim.lr=0.003", "loss.morph_weight=3"]),

@@ -26,12 +26,17 @@ class ImageTowerConfig:
             ``patch_size``/``embed_dim``/``depth`` to size a small ViT for 64-px cutouts).
         softening: arcsinh softening (noise units) applied inside the model.
         clip: clip of the stretched image.
+        residual: also feed the rotational residual I − rot180(I) of the stretched image
+            (one more channel per band). Asymmetric light (tails, companions, lopsided
+            discs) is then visible to the first convolution instead of being something a
+            globally pooled CNN must infer from where light sits relative to the centre.
     """
 
     backbone: str = "resnet18"
     backbone_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     softening: float = 3.0
     clip: float = 10.0
+    residual: bool = False
 
 
 @dataclasses.dataclass

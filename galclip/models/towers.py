@@ -61,26 +61,35 @@ class ImageTower(nn.Module):
         if "img_size" in kwargs:
             kwargs["img_size"] = cfg.image_size
         try:
-            self.backbone = timm.create_model(ic.backbone, pretrained=False, in_chans=max(1, cfg.n_bands),
+            self.backbone = timm.create_model(ic.backbone, pretrained=False,
+                                              in_chans=max(1, cfg.n_bands) * (2 if ic.residual else 1),
                                               num_classes=0, **kwargs)
         except (RuntimeError, TypeError, ValueError) as exc:  # unknown name or kwargs
             raise ConfigError(f"image.backbone {ic.backbone!r}: {exc}") from None
         self.softening = ic.softening
         self.clip = ic.clip
+        self.residual = ic.residual
         self.num_features = int(self.backbone.num_features)
 
     def stretch(self, image: Tensor) -> Tensor:
         return arcsinh_stretch(image, self.softening, self.clip)
 
+    def inputs(self, image: Tensor) -> Tensor:
+        """What the backbone sees: the stretched bands (+ their rotational residuals)."""
+        x = self.stretch(image)
+        if self.residual:  # rot180 about the cutout centre commutes with the 90° rotations/flips
+            x = torch.cat([x, x - torch.rot90(x, 2, (-2, -1))], dim=1)
+        return x
+
     def tokens(self, image: Tensor) -> Tensor:
         """(N, T, F) tokens: ViT sequence as is, CNN feature maps flattened over space."""
-        x = self.backbone.forward_features(self.stretch(image))
+        x = self.backbone.forward_features(self.inputs(image))
         if x.ndim == 4:  # (N, C, H, W) → (N, HW, C)
             x = x.flatten(2).transpose(1, 2)
         return x
 
     def forward(self, image: Tensor) -> Tensor:
-        x = self.backbone.forward_features(self.stretch(image))
+        x = self.backbone.forward_features(self.inputs(image))
         return self.backbone.forward_head(x, pre_logits=True)
 
 

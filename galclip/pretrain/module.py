@@ -182,7 +182,7 @@ class PretrainModule(pl.LightningModule):
         if L.clip_weight > 0 and zi is not None and zs is not None:
             parts["clip"] = L.clip_weight * clip_loss(zi, zs, m.scale(), hi & hs)
         if not parts:
-            raise GalclipError("no loss term applies to this data (enable loss.ssl_image_weight for image-only surveys)")
+            raise GalclipError("no loss term applies to this data (enable loss.profile_weight or loss.ssl_image_weight for image-only surveys)")
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 

@@ -242,3 +242,22 @@ def test_checkpoint_from_before_the_standardiser_loads_with_identity_statistics(
     with torch.no_grad():
         raw = torch.nn.functional.normalize(old.image_features(img), dim=-1)
         assert torch.allclose(again.image_representation(img), raw, atol=1e-5)
+
+
+def test_residual_input_channels_show_asymmetric_light_and_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = get_model_config("small-cnn", n_bands=2, image_size=32, spectrum_length=100)
+    cfg.image.residual = True
+    m = build_model(cfg).eval()
+    yy, xx = torch.meshgrid(torch.arange(32) - 15.5, torch.arange(32) - 15.5, indexing="ij")
+    round_gal = (20 * torch.exp(-(xx**2 + yy**2) / 20)).expand(1, 2, 32, 32)
+    x = m.image_encoder.inputs(round_gal)
+    assert x.shape == (1, 4, 32, 32) and float(x[:, 2:].abs().max()) < 1e-5  # symmetric: no residual
+    tail = round_gal.clone()
+    tail[..., 3:6, 20:28] += 5.0
+    assert float(m.image_encoder.inputs(tail)[:, 2:].abs().max()) > 0.5
+    save_checkpoint(m, cfg, tmp_path / "ck")
+    m2, cfg2 = load_model(tmp_path / "ck")
+    assert cfg2.image.residual and m2.image_encoder.residual
+    with torch.no_grad():
+        assert torch.equal(m.image_features(tail), m2.image_features(tail))

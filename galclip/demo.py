@@ -43,7 +43,8 @@ def _sim() -> SimulateConfig:
 
 
 def _pretrain() -> PretrainConfig:
-    # the default recipe (small-cnn, CLIP + morphology regression) cut to 200 steps; at that
+    # the default recipe (small-cnn with the rotational-residual input, CLIP + morphology and
+    # structure-profile regression) cut to 200 steps; at that
     # length a 3x learning rate and morphology weight learn the most merger structure without
     # losing the cross-modal alignment (benchmarks/results/representation_demo_probe*.json)
     cfg = PretrainConfig(model=DEFAULT_MODEL, train=TrainConfig(steps=200, batch_size=128, checkpoint_every=100,
@@ -60,9 +61,10 @@ def _finetune() -> FinetuneConfig:
 
 def _evaluate() -> EvaluateConfig:
     # the full comparison (CNN from scratch, 1000 labels, more seeds) is
-    # benchmarks/bench_label_budget.py; the demo runs the quick rows
+    # benchmarks/bench_label_budget.py; the demo runs the quick rows (spectrum-only inference
+    # is the fusion head's galclip_fusion@spectrum_only row: no separate spectrum head to train)
     return EvaluateConfig(budgets=[30, 100, 300], seeds=[0, 1, 2],
-                          methods=["galclip_fusion", "galclip_fusion_morph", "galclip_image_probe", "galclip_spectrum",
+                          methods=["galclip_fusion", "galclip_fusion_morph", "galclip_image_probe",
                                    "morphology_lr", "random_init"])
 
 

@@ -190,7 +190,7 @@ class PretrainModule(pl.LightningModule):
         """Standardised structure profiles of the batch's un-augmented cutouts."""
         t = structure_profiles(self.model.image_encoder.stretch(batch["image"]), self.loss_cfg.profile_annuli)
         keep = batch["has_image"].bool().to(t.device)
-        if update and keep.sum() >= 2:
+        if update:  # every rank calls it (a collective under DDP), even with no image in its shard
             self.profile_std.update(t[keep])
         return self.profile_std(t)
 
@@ -236,6 +236,7 @@ class PretrainModule(pl.LightningModule):
             # one log_dict call every few steps: Lightning's per-call logging overhead is
             # milliseconds, comparable to a small model's step on a CPU
             n_pairs = float((batch["has_image"].bool() & batch["has_spectrum"].bool()).sum())
+            loss, parts = self._global_mean(loss, parts)
             scalars = {"train/loss": float(loss.detach()), "train/logit_scale": float(self.model.scale().detach()),
                        "train/lr": float(sched.get_last_lr()[0]), "train/grad_norm": float(norm),
                        "train/pairs_in_batch": n_pairs, "train/skipped_steps": float(self.skipped_steps)}
@@ -244,6 +245,19 @@ class PretrainModule(pl.LightningModule):
                 for lg in self.loggers:  # straight to CSV/TensorBoard: no per-step cache replays
                     lg.log_metrics(scalars, step=self.batches_seen)
             self.log("loss", scalars["train/loss"], prog_bar=True, logger=False)
+
+    @staticmethod
+    def _global_mean(loss: torch.Tensor, parts: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss terms averaged over DDP ranks for logging: per-object terms (morphology,
+        profiles) are local means over equal shards, so their average is the global batch's,
+        and the logged curve is the one a single process would write."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return loss, parts
+        vals = torch.tensor([float(loss.detach()), *parts.values()], device=loss.device)
+        dist.all_reduce(vals)
+        vals = vals / dist.get_world_size()
+        return vals[0], {k: float(v) for k, v in zip(parts, vals[1:])}
 
     # -- checkpoint state -------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

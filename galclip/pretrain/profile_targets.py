@@ -89,12 +89,21 @@ class ProfileStandardizer(nn.Module):
 
     @torch.no_grad()
     def update(self, t: Tensor) -> None:
-        """Fold a training batch into the running statistics."""
-        if t.shape[0] < 2:
+        """Fold a training batch into the running statistics (the global batch under DDP, so
+        every rank regresses the same targets as one process would)."""
+        t = t.float()
+        moments = torch.cat([t.sum(0), (t * t).sum(0), t.new_tensor([t.shape[0]])])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+        width = t.shape[1]
+        n = float(moments[-1])
+        if n < 2:
             return
+        mean = moments[:width] / n
+        var = ((moments[width:2 * width] - n * mean * mean) / (n - 1)).clamp_min(0)
         m = 1.0 if int(self.count) == 0 else self.momentum
-        self.mean.lerp_(t.mean(0), m)
-        self.var.lerp_(t.var(0), m)
+        self.mean.lerp_(mean, m)
+        self.var.lerp_(var, m)
         self.count += 1
 
     def forward(self, t: Tensor) -> Tensor:

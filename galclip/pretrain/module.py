@@ -110,7 +110,7 @@ class PretrainModule(pl.LightningModule):
         # a pretraining-only head: the embedding is the tower's pooled features it reads
         self.morph_head = (torch.nn.Linear(model.image_encoder.num_features, len(self.morph.names))
                            if self.morph is not None else None)
-        n_prof = 4 * loss.profile_annuli
+        n_prof = len(STATS) * loss.profile_annuli
         self.use_profiles = loss.profile_weight > 0 and use_images
         self.profile_head = torch.nn.Linear(model.image_encoder.num_features, n_prof) if self.use_profiles else None
         self.profile_std = ProfileStandardizer(n_prof) if self.use_profiles else None
@@ -182,7 +182,8 @@ class PretrainModule(pl.LightningModule):
         if L.clip_weight > 0 and zi is not None and zs is not None:
             parts["clip"] = L.clip_weight * clip_loss(zi, zs, m.scale(), hi & hs)
         if not parts:
-            raise GalclipError("no loss term applies to this data (enable loss.profile_weight or loss.ssl_image_weight for image-only surveys)")
+            raise GalclipError("no loss term applies to this data (enable loss.profile_weight or "
+                               "loss.ssl_image_weight for image-only surveys)")
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 

@@ -19,9 +19,10 @@ is the image tower's own (noise units), so faint light counts as the network see
 Targets come from the *un-augmented* cutout while the tower sees the augmented one: the
 tower learns to read the clean structure through extra noise and seeing.
 
-On the 1,500-galaxy demo survey these 32 numbers alone rank mergers from 10 examples at
-4.8× the base rate (cosine similarity; morphology statistics 3.4×) and reach ROC AUC 0.75
-with 30 labels (morphology + LR 0.67); README, "The representation".
+On the 1,500-galaxy demo survey these 32 numbers alone ranked mergers from 10 examples at
+4.8× the base rate (cosine similarity; morphology statistics 3.4×) and reached ROC AUC 0.75
+with 30 labels (morphology + LR 0.67) in a one-off check, not a benchmark; what regressing
+them does to the representation is measured in ``representation_*_profiles.json``.
 """
 from __future__ import annotations
 

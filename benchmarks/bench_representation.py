@@ -132,7 +132,7 @@ HEADS = {"head": "galclip_image", "fused": "galclip_image_tabular", "metric": "g
 
 
 def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
-              n: int, seeds: int, heads: list[str], head_kind: str = "late") -> dict[str, float]:
+              n: int, seeds: int, heads: list[str], head_kind: str = "linear") -> dict[str, float]:
     """galclip's few-label heads (embedding only; + morphology) and morphology + LR, mean ROC AUC."""
     cfg = EvaluateConfig()
     cfg.head.kind = head_kind
@@ -189,7 +189,7 @@ def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, 
 
 
 def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
-             vectors: list[str], heads: list[str], head_kind: str = "late") -> dict[str, dict]:
+             vectors: list[str], heads: list[str], head_kind: str = "linear") -> dict[str, dict]:
     arrays, _ = embed_checkpoint(ckpt, DataConfig(path=data), progress=False)
     y = (np.nan_to_num(arrays[label]) > 0).astype(int)
     from galclip.data.dataset import SurveyDataset
@@ -221,7 +221,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--vectors", default="embedding,representation")
-    ap.add_argument("--head-kind", default="late", help="head.kind of the few-label heads (late, linear, ...)")
+    ap.add_argument("--head-kind", default="linear", help="head.kind of the few-label heads (linear, late, ...)")
     ap.add_argument("--heads", default="head,fused", help=f"few-label heads to score, of probe,{','.join(HEADS)}")
     ap.add_argument("--budgets", default="10,20")
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")

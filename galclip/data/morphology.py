@@ -27,12 +27,13 @@ same merger AUC as native 192 px on SDSS (README table).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import multiprocessing as mp
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -78,6 +79,10 @@ class MorphologyOptions:
         companions: measure close-companion statistics.
         companion_radius: companions are counted within this many Petrosian radii.
         sersic: fit a Sérsic profile (``sersic_n``; slow).
+        centre_xtol: tolerance (stamp pixels) of the asymmetry-centre search; statmorph's own
+            1e-6 spends ~40 % of a measurement refining the centre far below a pixel. At 1e-3
+            no statistic of 80 simulated galaxies moved by more than 4 % of its spread across
+            them (gini_m20_bulge 0.016 of 0.41, gini 0.003 of 0.08). 0 = statmorph's default.
     """
 
     band: str = ""
@@ -92,6 +97,7 @@ class MorphologyOptions:
     companions: bool = True
     companion_radius: float = 3.0
     sersic: bool = False
+    centre_xtol: float = 1e-3
 
     def columns(self) -> tuple[str, ...]:
         """Column names measured with these options, in table order."""
@@ -213,8 +219,33 @@ def morphology_stamp(image: np.ndarray, ivar: np.ndarray | None = None, opts: Mo
 
 # -- measurement -------------------------------------------------------------------------------
 
-def _statmorph_class():
+@contextlib.contextmanager
+def _fmin_xtol(xtol: float) -> Iterator[None]:
+    """statmorph's Nelder–Mead calls (``statmorph.statmorph.opt.fmin``) with ``xtol`` set.
+
+    Only statmorph's module reference is swapped, inside one measurement of one process.
+    """
+    import scipy.optimize
+    import statmorph.statmorph as sm
+
+    class _Opt:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(scipy.optimize, name)
+
+        @staticmethod
+        def fmin(*args: Any, **kwargs: Any) -> Any:
+            return scipy.optimize.fmin(*args, **{**kwargs, "xtol": xtol})
+
+    saved, sm.opt = sm.opt, _Opt()
+    try:
+        yield
+    finally:
+        sm.opt = saved
+
+
+def _statmorph_class(centre_xtol: float = 0.0):
     import statmorph
+    from astropy.utils import lazyproperty
 
     class _SelectedMorphology(statmorph.SourceMorphology):
         """statmorph, evaluating only the requested lazy quantities (skips the Sérsic fit)."""
@@ -224,6 +255,15 @@ def _statmorph_class():
         def _calculate_morphology(self) -> None:  # noqa: D401 - statmorph hook
             for q in self._wanted:
                 _ = self[q]
+
+        @lazyproperty
+        def _asymmetry_center(self) -> np.ndarray:
+            """statmorph's asymmetry centre, its Nelder–Mead stopped at ``centre_xtol`` pixels."""
+            parent = statmorph.SourceMorphology._asymmetry_center.fget
+            if centre_xtol <= 0:
+                return parent(self)
+            with _fmin_xtol(centre_xtol):
+                return parent(self)
 
     return _SelectedMorphology
 
@@ -330,7 +370,7 @@ def _measure(stamp: Stamp, opts: MorphologyOptions, out: dict[str, float]) -> No
         weight = np.where(bad, stamp.sky_sigma, 1.0 / np.sqrt(np.where(bad, 1.0, stamp.ivar)))
     else:
         weight = np.full(stamp.image.shape, stamp.sky_sigma)
-    cls = _statmorph_class()
+    cls = _statmorph_class(opts.centre_xtol)
     stats = [k for k in out if k in ALL_COLUMNS and k not in COMPANION_COLUMNS and k != "flag"]
     cls._wanted = tuple(stats)
     size = min(stamp.image.shape)

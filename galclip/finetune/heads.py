@@ -33,10 +33,11 @@ class HeadConfig:
     """Fusion head hyper-parameters.
 
     Attributes:
-        kind: ``late`` (concatenate → MLP), ``linear`` (concatenate → one linear layer: the
-            linear probe, best with 10–40 labels on the image representation), ``gated`` (learned per-object modality weights
-            over the present modalities), ``cross_attention`` (image tokens ↔ spectrum tokens)
-            or ``metric`` (metric-learning embedding + similarity classifier,
+        kind: ``linear`` (default: concatenate → one linear layer, fitted exactly as an L2
+            logistic regression; the standardised statistics, ``linear`` or ``encoder`` alike,
+            join its inputs), ``late`` (concatenate → MLP), ``gated`` (learned per-object
+            modality weights over the present modalities), ``cross_attention`` (image tokens ↔
+            spectrum tokens) or ``metric`` (metric-learning embedding + similarity classifier,
             :mod:`galclip.finetune.metric_head`; tabular statistics, ``linear`` or ``encoder``
             alike, are concatenated standardised to its inputs, without a linear term).
         hidden: width of the MLP / projections.
@@ -59,7 +60,7 @@ class HeadConfig:
             collapsing onto its few training points (0.3 beat 0.1 on synthetic blobs).
     """
 
-    kind: HeadKind = "late"
+    kind: HeadKind = "linear"
     hidden: int = 64
     dropout: float = 0.2
     n_heads: int = 4
@@ -113,25 +114,33 @@ class LateFusionHead(nn.Module):
 
 
 class LinearFusionHead(nn.Module):
-    """Concatenate (masked) modality vectors and presence flags → one linear layer.
+    """Concatenate (masked) modality vectors, standardised statistics and presence flags →
+    one linear layer: a logistic regression over every input at once.
 
-    A linear probe: with a few dozen labels an MLP's extra freedom fits noise, while the
-    image representation already separates mergers linearly (README ablation).
+    With a few dozen labels an MLP's extra freedom fits noise, while the image
+    representation already separates mergers linearly; frozen-feature training fits the
+    layer exactly (:func:`galclip.finetune.head_training.fit_linear_head`, scikit-learn).
+    Each embedding is layer-normalised to unit scale so one L2 strength suits a 64-d
+    representation and a 512-d random-init feature vector alike; the statistics arrive
+    standardised and enter as they are.
     """
 
     def __init__(self, dims: dict[str, int], n_out: int, cfg: HeadConfig) -> None:
         super().__init__()
         self.names = list(dims)
-        # unit vectors have entries ~1/sqrt(D): normalised to unit scale, a few hundred steps
-        # reach the logistic-regression optimum instead of stopping near the class-mean direction
-        self.norms = nn.ModuleDict({k: nn.LayerNorm(d, elementwise_affine=False) for k, d in dims.items()})
+        self.norms = nn.ModuleDict({k: nn.Identity() if k == "tabular" else nn.LayerNorm(d, elementwise_affine=False)
+                                    for k, d in dims.items()})
         self.drop = nn.Dropout(cfg.dropout)
         self.linear = nn.Linear(sum(dims.values()) + len(dims), n_out)
 
-    def forward(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], tokens=None) -> torch.Tensor:
+    def design(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, F) inputs of the linear layer (absent modalities zeroed, their flags 0)."""
         parts = [_masked(self.norms[k](vecs[k]), masks[k]) for k in self.names]
         flags = [masks[k].to(parts[0].dtype)[:, None] for k in self.names]
-        return self.linear(self.drop(torch.cat(parts + flags, dim=1)))
+        return torch.cat(parts + flags, dim=1)
+
+    def forward(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], tokens=None) -> torch.Tensor:
+        return self.linear(self.drop(self.design(vecs, masks)))
 
 
 class GatedFusionHead(nn.Module):
@@ -233,10 +242,11 @@ class FusionClassifier(nn.Module):
         n_tabular = len(self.tabular_columns)
         self.use_tab = cfg.tabular != "none" and n_tabular > 0
         metric = cfg.kind == "metric"
-        self.tab_raw = cfg.tabular == "encoder" and not metric  # the FT-Transformer reads NaN itself
+        self.tab_raw = cfg.tabular == "encoder" and cfg.kind not in ("metric", "linear")  # the FT-Transformer reads NaN
         dims = dict(embed_dims)
         self.tab_encoder: nn.Module | None = None
-        if self.use_tab and metric:  # the metric head reads the standardised statistics themselves
+        direct = metric or cfg.kind == "linear"  # these heads read the standardised statistics themselves
+        if self.use_tab and direct:
             self.tab_encoder = nn.Identity()
             dims["tabular"] = n_tabular
         elif self.use_tab:
@@ -245,7 +255,7 @@ class FusionClassifier(nn.Module):
             else:
                 self.tab_encoder = nn.Linear(n_tabular, cfg.hidden)
             dims["tabular"] = cfg.hidden
-        self.linear_term = (nn.Linear(n_tabular, n_out) if self.use_tab and cfg.tabular_linear_term and not metric
+        self.linear_term = (nn.Linear(n_tabular, n_out) if self.use_tab and cfg.tabular_linear_term and not direct
                             else None)
         if not dims:
             self.head: nn.Module | None = None
@@ -291,6 +301,13 @@ class FusionClassifier(nn.Module):
             if self.linear_term is not None:
                 logits = self.linear_term(tab)
         return vecs, masks, logits
+
+    def design(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the linear head's layer sees (``kind: linear`` only), for its exact fit."""
+        if not isinstance(self.head, LinearFusionHead):
+            raise ValueError(f"head kind {self.cfg.kind!r} is not linear")
+        vecs, masks, _ = self._inputs(feats)
+        return self.head.design(vecs, masks)
 
     def embed(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         """Unit vectors of the metric head's learned space (``kind: metric`` only)."""

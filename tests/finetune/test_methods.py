@@ -33,7 +33,7 @@ def test_metric_methods_swap_only_the_head_kind() -> None:
     (name, rows, p, thr), = METHODS["galclip_image_metric"].run(bench, np.arange(1, 24, 2), seed=0)[1]
     assert name == "galclip_image_metric" and np.array_equal(rows, bench.test) and thr == 0.5
     assert p.shape == (12,) and ((p >= 0) & (p <= 1)).all() and p.std() > 0
-    assert cfg.head.kind == "late"  # the evaluation's own head config is untouched
+    assert cfg.head.kind == "linear"  # the evaluation's own head config is untouched
 
 
 def test_linear_probe_reads_the_pretrained_image_vector() -> None:

@@ -84,9 +84,13 @@ def label_retrieval(emb: np.ndarray, y: np.ndarray, max_rows: int = 2000, seed: 
 
 
 def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.ndarray, has_spectrum: np.ndarray,
-                      targets: dict[str, np.ndarray]) -> dict[str, float]:
+                      targets: dict[str, np.ndarray], image_probe: np.ndarray | None = None) -> dict[str, float]:
     """Retrieval top-1/5 both ways within the pool of paired objects + kNN probes per target
-    (categorical targets also get same-class retrieval ``p_at_1`` / ``map_at_r``)."""
+    (categorical targets also get same-class retrieval ``p_at_1`` / ``map_at_r``).
+
+    ``image_probe``: the image vectors the probes read (the representation, which kNN
+    labeling and candidate ranking use); default the image embedding itself.
+    """
     out: dict[str, float] = {}
     both = has_image & has_spectrum
     if both.sum() >= 2:
@@ -98,7 +102,8 @@ def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.nda
         out["chance_top1"] = 1.0 / float(both.sum())
         out["chance_top5"] = min(1.0, 5.0 / float(both.sum()))
     for col, y in targets.items():
-        for mod, emb, has in (("image", image, has_image), ("spectrum", spectrum, has_spectrum)):
+        probe_img = image if image_probe is None else image_probe
+        for mod, emb, has in (("image", probe_img, has_image), ("spectrum", spectrum, has_spectrum)):
             if not has.any():
                 continue
             yc = np.asarray(y, float)[has]

@@ -281,10 +281,11 @@ class PretrainModule(pl.LightningModule):
         m = self.model
         n, D = batch["index"].shape[0], m.embed_dim
         nan = torch.full((n, D), float("nan"))
-        zi = nan
+        zi = ri = nan
         if self.use_images:
             fi = m.image_features(batch["image"])
             zi = m.project_image(fi).float().cpu()
+            ri = m.represent(fi).float().cpu()  # what kNN labeling and candidates read
         if self.morph is not None:
             target, present = self.morph.batch(batch["index"])
             self._morph_val.append((self.morph_head(fi).float().cpu().numpy(), target.numpy(),
@@ -295,7 +296,7 @@ class PretrainModule(pl.LightningModule):
                                    self._profile_targets(batch, update=False).float().cpu().numpy()[keep]))
         zs = (m.encode_spectrum(batch["spectrum"], batch["spectrum_ivar"], batch.get("spectrum_scale")).float().cpu()
               if self.use_spectra else nan)
-        self._val.append({"image": zi.numpy(), "spectrum": zs.numpy(),
+        self._val.append({"image": zi.numpy(), "image_repr": ri.numpy(), "spectrum": zs.numpy(),
                           "has_image": (batch["has_image"].bool().cpu() & self.use_images).numpy(),
                           "has_spectrum": (batch["has_spectrum"].bool().cpu() & self.use_spectra).numpy(),
                           "labels": batch["labels"].float().cpu().numpy(), "z": batch["z"].float().cpu().numpy()})
@@ -307,7 +308,8 @@ class PretrainModule(pl.LightningModule):
         targets = {name: cat["labels"][:, j] for j, name in enumerate(self.target_names)}
         if "z" not in targets and "redshift" not in targets:
             targets["z"] = cat["z"]
-        metrics = embedding_metrics(cat["image"], cat["spectrum"], cat["has_image"], cat["has_spectrum"], targets)
+        metrics = embedding_metrics(cat["image"], cat["spectrum"], cat["has_image"], cat["has_spectrum"], targets,
+                                    image_probe=cat["image_repr"])
         if self._morph_val:
             pred, target, present = (np.concatenate(x) for x in zip(*self._morph_val))
             r2 = r2_per_target(pred, target, present)

@@ -62,3 +62,17 @@ def test_categorical_targets_get_label_retrieval_scores():
     m = embedding_metrics(emb, emb, np.ones(300, bool), np.zeros(300, bool), {"merger": y})
     assert m["knn_merger_p_at_1_image"] == good["p_at_1"] and "knn_merger_map_at_r_image" in m
     assert "knn_merger_bacc_image" in m and "knn_merger_p_at_1_spectrum" not in m
+
+
+def test_probes_read_the_representation_retrieval_the_embedding():
+    """kNN probes score the vectors downstream stages use; cross-modal retrieval the CLIP space."""
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(200, 6))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    rep = rng.normal(size=(200, 6))
+    y = (rep[:, 0] > 0).astype(float)  # the class lives in the representation only
+    m = embedding_metrics(emb, emb, np.ones(200, bool), np.ones(200, bool), {"merger": y}, image_probe=rep)
+    plain = embedding_metrics(emb, emb, np.ones(200, bool), np.ones(200, bool), {"merger": y})
+    assert m["knn_merger_auc_image"] > 0.85 and plain["knn_merger_auc_image"] < 0.7
+    assert m["i2s_top1"] == plain["i2s_top1"] == 1.0
+    assert m["knn_merger_auc_spectrum"] == plain["knn_merger_auc_spectrum"]

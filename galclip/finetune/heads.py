@@ -10,6 +10,10 @@ All heads take the same feature dictionary (see :func:`galclip.encode.encode_bat
     has_spectrum     (N,) bool   imputed, so image-only or spectrum-only inference is exact
     tabular          (N, K)      standardised catalogue/morphology features (NaN → 0)
 
+The default ``linear`` head is one layer over every input (embeddings, standardised
+statistics, presence flags), fitted exactly as a logistic regression; with 10–300 labels it
+measured above the MLP heads on real and simulated mergers (README).
+
 :class:`FusionClassifier` wraps a head with the optional tabular inputs: an encoder branch
 (the FT-Transformer ``TabularEncoder`` when available, else a linear layer) that joins the
 fusion as one more modality, and a logistic-regression-like linear term on the standardised

@@ -7,7 +7,7 @@ turns one labeled subset into scored test rows; the harness only loops over
 ==============================  ==============================================================
 galclip_fusion                  pretrained image+spectrum embeddings → fusion head; also scored
                                 with image-only and spectrum-only inference (``@image_only``...)
-galclip_fusion_morph            the same + morphology/catalogue statistics (linear term + branch)
+galclip_fusion_morph            the same + morphology/catalogue statistics (head inputs; + linear term for MLP heads)
 galclip_image                   pretrained image tower alone → same head (single modality)
 galclip_image_tabular           pretrained image tower + tabular statistics
 galclip_image_metric            pretrained image tower → metric-learning head (``head.kind: metric``:

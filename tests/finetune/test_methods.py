@@ -48,3 +48,13 @@ def test_linear_probe_reads_the_pretrained_image_vector() -> None:
 
     assert name == "galclip_image_probe" and np.array_equal(rows, bench.test)
     assert roc_auc_score(y[rows], p) > 0.9 and 0 < thr < 1
+
+
+def test_headline_lists_only_methods_that_ran() -> None:
+    from galclip.finetune.evaluate import _headline
+
+    rows = [{"method": m, "budget": 100, "roc_auc_mean": v}
+            for m, v in (("galclip_fusion", 0.80), ("random_init", 0.75), ("morphology_lr", 0.78))]
+    head = _headline(rows)
+    assert head["galclip_fusion@100"] == 0.80 and "galclip_spectrum@100" not in head and "cnn_scratch@100" not in head
+    assert abs(head["pretraining_gain"] - 0.05) < 1e-9 and abs(head["fusion_minus_morphology_lr"] - 0.02) < 1e-9

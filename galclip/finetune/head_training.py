@@ -179,8 +179,9 @@ def fit_linear_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: n
                     cfg: HeadTrainConfig) -> FusionClassifier:
     """Fit a ``linear`` head exactly: scikit-learn's L2 logistic regression on its layer's inputs.
 
-    The head is a logistic regression over frozen features, so gradient steps could only
-    approach this solution (150 AdamW epochs stopped short of it and cost 2-3x the time).
+    The head is a logistic regression over frozen features: gradient steps only approach this
+    solution, at over 10x the time (150 AdamW epochs: 0.65 s against 0.05 s per fit in the
+    demo's evaluation, with the same ROC AUC within 0.006).
     Class balance and modality dropout enter as sample weights (:func:`_modality_copies`).
     """
     layer = head.head.linear

@@ -296,8 +296,9 @@ def _headline(summary: list[dict[str, Any]], metric: str = "roc_auc") -> dict[st
     out: dict[str, Any] = {"metric": metric, "budget_small": b100, "budget_large": bmax}
     for m in ("galclip_fusion", "galclip_fusion_morph", "galclip_image", "galclip_image_probe", "galclip_image_tabular",
               "galclip_spectrum", "random_init", "morphology_lr", "cnn_scratch"):
-        if np.isfinite(get(m, b100)):  # methods this evaluation did not run leave no empty cell
-            out[f"{m}@{b100}"] = get(m, b100)
+        value = get(m, b100)
+        if np.isfinite(value):  # methods this evaluation did not run leave no empty cell
+            out[f"{m}@{b100}"] = value
     out["pretraining_gain"] = get("galclip_fusion", b100) - get("random_init", b100)
     # the better fusion head (with or without the statistics)
     heads = [v for v in (get("galclip_fusion", b100), get("galclip_fusion_morph", b100)) if np.isfinite(v)]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from galclip.finetune.heads import FusionClassifier, init_linear_from, modality_dropout
+from galclip.finetune.heads import FusionClassifier, init_linear_from, modality_dropout, paired_rows
 from galclip.finetune.labels import class_weights
 from galclip.finetune.metrics import choose_threshold
 from galclip.finetune.sampling import cv_folds
@@ -162,11 +162,10 @@ def _modality_copies(feats: dict[str, torch.Tensor], p: float,
     and each copy missing one modality weight p / (modalities), so the fit sees the partial
     inputs that image-only or spectrum-only inference will give it.
     """
-    present = [k for k in names if f"has_{k}" in feats and k in feats]
-    n = next(iter(feats.values())).shape[0]
+    present, paired = paired_rows(feats, names)
     if p <= 0 or len(present) < 2:
-        return [(feats, np.ones(n))]
-    both = torch.stack([feats[f"has_{k}"].bool() for k in present], 1).all(1).numpy()
+        return [(feats, np.ones(paired.shape[0]))]
+    both = paired.numpy()
     out = [(feats, np.where(both, 1.0 - p, 1.0))]
     for k in present:
         hidden = dict(feats)
@@ -197,8 +196,10 @@ def fit_linear_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: n
     classes = np.unique(yy[keep])
     weight = torch.zeros(n_out, x.shape[1], dtype=torch.float64)
     bias = torch.full((n_out,), -30.0, dtype=torch.float64)  # classes never labeled are never predicted
-    if classes.size < 2:  # one class only: a constant prediction of it
-        bias[0 if n_out == 1 else int(classes[0])] = 30.0 if (n_out > 1 or classes[0] == 1) else -30.0
+    if classes.size < 2 and n_out == 1:  # one class only: a constant prediction of it
+        bias[0] = 30.0 if classes[0] == 1 else -30.0
+    elif classes.size < 2:
+        bias[int(classes[0])] = 30.0
     else:
         lr = LogisticRegression(C=cfg.linear_c, max_iter=5000).fit(x[keep], yy[keep], sample_weight=w[keep])
         coef, icpt = torch.from_numpy(lr.coef_), torch.from_numpy(lr.intercept_)

@@ -334,6 +334,15 @@ class FusionClassifier(nn.Module):
         return logits
 
 
+def paired_rows(feats: dict[str, torch.Tensor], names: tuple[str, ...]) -> tuple[list[str], torch.Tensor]:
+    """The modalities among ``names`` that ``feats`` carries, and which rows have all of them."""
+    present = [k for k in names if f"has_{k}" in feats and k in feats]
+    n = next(iter(feats.values())).shape[0]
+    if not present:
+        return present, torch.zeros(n, dtype=torch.bool)
+    return present, torch.stack([feats[f"has_{k}"].bool() for k in present], 1).all(1)
+
+
 def modality_dropout(feats: dict[str, torch.Tensor], p: float, generator: torch.Generator | None = None,
                      names: tuple[str, ...] = ("image", "spectrum")) -> dict[str, torch.Tensor]:
     """Randomly hide one modality of objects that have several (never all of them).
@@ -341,12 +350,11 @@ def modality_dropout(feats: dict[str, torch.Tensor], p: float, generator: torch.
     Training with this makes image-only and spectrum-only inference work: the head has
     seen both kinds of partial inputs.
     """
-    present = [k for k in names if f"has_{k}" in feats and k in feats]
+    present, both = paired_rows(feats, names)
     if p <= 0 or len(present) < 2:
         return feats
     out = dict(feats)
-    n = feats[f"has_{present[0]}"].shape[0]
-    both = torch.stack([feats[f"has_{k}"].bool() for k in present], 1).all(1)
+    n = both.shape[0]
     drop = (torch.rand(n, generator=generator) < p) & both
     which = torch.randint(0, len(present), (n,), generator=generator)
     for i, k in enumerate(present):
@@ -366,4 +374,4 @@ def init_linear_from(term: nn.Linear, coef: torch.Tensor, intercept: torch.Tenso
 
 
 __all__ = ["HeadConfig", "FusionClassifier", "LateFusionHead", "GatedFusionHead", "CrossAttentionHead",
-           "modality_dropout", "count_parameters", "init_linear_from"]
+           "modality_dropout", "paired_rows", "count_parameters", "init_linear_from"]

@@ -101,8 +101,8 @@ def embedding_metrics(image: np.ndarray, spectrum: np.ndarray, has_image: np.nda
         out["n_pairs"] = float(both.sum())
         out["chance_top1"] = 1.0 / float(both.sum())
         out["chance_top5"] = min(1.0, 5.0 / float(both.sum()))
+    probe_img = image if image_probe is None else image_probe
     for col, y in targets.items():
-        probe_img = image if image_probe is None else image_probe
         for mod, emb, has in (("image", probe_img, has_image), ("spectrum", spectrum, has_spectrum)):
             if not has.any():
                 continue

@@ -170,8 +170,8 @@ def encode_batch(model: GalClip, batch: dict[str, Any], names: Sequence[str] | N
     rep_dim = model.representation_dim
 
     def both(image: Tensor) -> Tensor:  # one backbone pass: projection and representation side by side
-        f = model.image_features(image)
-        return torch.cat([model.project_image(f), model.represent(f)], dim=1)
+        f, r = model.image_pooled(image)
+        return torch.cat([model.project_image(f), model.represent(r)], dim=1)
 
     for m in modalities:
         tower, args, embed, features, tok = towers[m]

@@ -30,6 +30,12 @@ class ImageTowerConfig:
             (one more channel per band). Asymmetric light (tails, companions, lopsided
             discs) is then visible to the first convolution instead of being something a
             globally pooled CNN must infer from where light sits relative to the centre.
+        representation_stages: how many of the backbone's last stages, each globally
+            pooled, make up the image representation (:meth:`GalClip.image_representation`).
+            1 = the final pooled features. More keeps the finer-scale structure the
+            earlier stages see (companions, tails a few pixels wide) that the final stage
+            can give up while it learns the pretraining targets; linear evaluation on
+            several layers is the usual practice for self-supervised features (DINO).
     """
 
     backbone: str = "resnet18"
@@ -37,6 +43,7 @@ class ImageTowerConfig:
     softening: float = 3.0
     clip: float = 10.0
     residual: bool = False
+    representation_stages: int = 1
 
 
 @dataclasses.dataclass

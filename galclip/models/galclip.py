@@ -127,7 +127,7 @@ class GalClip(nn.Module):
         self.image_proj = projection_head(self.image_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.spectrum_proj = projection_head(self.spectrum_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
-        self.image_standardizer = FeatureStandardizer(self.image_encoder.num_features)
+        self.image_standardizer = FeatureStandardizer(self.image_encoder.representation_width)
 
     # -- image -------------------------------------------------------------------------
     def image_tokens(self, image: Tensor) -> Tensor:
@@ -137,6 +137,12 @@ class GalClip(nn.Module):
     def image_features(self, image: Tensor) -> Tensor:
         """(N, Fi) pooled features before the projection head."""
         return self.image_encoder(image)
+
+    def image_pooled(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """One backbone pass → (pooled features for the projection and the pretraining heads,
+        the features :meth:`represent` reads; the same tensor unless
+        ``image.representation_stages`` > 1)."""
+        return self.image_encoder.pooled(image)
 
     @property
     def representation_dim(self) -> int:
@@ -149,11 +155,11 @@ class GalClip(nn.Module):
         carries morphology (measured in ``benchmarks/bench_representation.py``), used by the
         heads, kNN labeling and candidate ranking. The projection output (:meth:`encode_image`)
         is what aligns with spectra, for cross-modal search."""
-        return self.represent(self.image_encoder(image))
+        return self.represent(self.image_encoder.pooled(image)[1])
 
     def represent(self, features: Tensor) -> Tensor:
-        """:meth:`image_representation` from already pooled features (one backbone pass serves
-        both this and the projection)."""
+        """:meth:`image_representation` from the representation features of
+        :meth:`image_pooled` (one backbone pass serves both this and the projection)."""
         return F.normalize(self.image_standardizer(features), dim=-1)
 
     def encode_image(self, image: Tensor, normalize: bool = True) -> Tensor:

@@ -60,9 +60,10 @@ class ImageTower(nn.Module):
         kwargs = dict(ic.backbone_kwargs)
         if "img_size" in kwargs:
             kwargs["img_size"] = cfg.image_size
+        self.n_bands = max(1, cfg.n_bands)
         try:
             self.backbone = timm.create_model(ic.backbone, pretrained=False,
-                                              in_chans=max(1, cfg.n_bands) * (2 if ic.residual else 1),
+                                              in_chans=self.n_bands * (2 if ic.residual else 1),
                                               num_classes=0, **kwargs)
         except (RuntimeError, TypeError, ValueError) as exc:  # unknown name or kwargs
             raise ConfigError(f"image.backbone {ic.backbone!r}: {exc}") from None
@@ -70,6 +71,14 @@ class ImageTower(nn.Module):
         self.clip = ic.clip
         self.residual = ic.residual
         self.num_features = int(self.backbone.num_features)
+        self.representation_stages = int(ic.representation_stages)
+        if self.representation_stages < 1:
+            raise ConfigError(f"image.representation_stages must be >= 1, got {self.representation_stages}")
+        if self.representation_stages > 1 and not hasattr(self.backbone, "forward_intermediates"):
+            raise ConfigError(f"image.representation_stages > 1 needs a timm backbone with "
+                              f"forward_intermediates ({ic.backbone!r} has none)")
+        self.representation_width = (self.num_features if self.representation_stages == 1 else
+                                      self._stage_width(cfg.image_size))
 
     def stretch(self, image: Tensor) -> Tensor:
         return arcsinh_stretch(image, self.softening, self.clip)
@@ -91,6 +100,34 @@ class ImageTower(nn.Module):
     def forward(self, image: Tensor) -> Tensor:
         x = self.backbone.forward_features(self.inputs(image))
         return self.backbone.forward_head(x, pre_logits=True)
+
+    def pooled(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """One backbone pass → (final pooled features, representation features).
+
+        The representation features are the final pooled features, or with
+        ``representation_stages`` = k > 1 the global averages of the last k stages' outputs
+        side by side (timm ``forward_intermediates``).
+        """
+        x = self.inputs(image)
+        if self.representation_stages == 1:
+            f = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+            return f, f
+        final, stages = self.backbone.forward_intermediates(x, indices=self.representation_stages)
+        f = self.backbone.forward_head(final, pre_logits=True)
+        return f, torch.cat([_global_pool(s) for s in stages[:-1]] + [f], dim=1)
+
+    @torch.no_grad()
+    def _stage_width(self, size: int) -> int:
+        was = self.training
+        self.eval()
+        _, r = self.pooled(torch.zeros(1, self.n_bands, size, size))
+        self.train(was)
+        return int(r.shape[1])
+
+
+def _global_pool(x: Tensor) -> Tensor:
+    """(N, C, H, W) feature map or (N, T, C) tokens → (N, C) mean."""
+    return x.mean((2, 3)) if x.ndim == 4 else x.mean(1)
 
 
 def _good(ivar: Tensor) -> Tensor:

@@ -162,9 +162,9 @@ class PretrainModule(pl.LightningModule):
         zi = zs = None
         if self.use_images and (L.clip_weight > 0 or L.ssl_image_weight > 0 or self.morph is not None
                                 or self.use_profiles):
-            fi = m.image_features(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
+            fi, fr = m.image_pooled(augment_images(batch["image"], batch["image_ivar"], A, gen)[0])
             zi = m.project_image(fi)
-            m.image_standardizer.update(fi)  # running statistics of the stored representation
+            m.image_standardizer.update(fr)  # running statistics of the stored representation
             if self.morph is not None:
                 target, present = (t.to(fi.device) for t in self.morph.batch(batch["index"]))
                 present = present & batch["has_image"].bool()[:, None]
@@ -283,9 +283,9 @@ class PretrainModule(pl.LightningModule):
         nan = torch.full((n, D), float("nan"))
         zi = ri = nan
         if self.use_images:
-            fi = m.image_features(batch["image"])
+            fi, fr = m.image_pooled(batch["image"])
             zi = m.project_image(fi).float().cpu()
-            ri = m.represent(fi).float().cpu()  # what kNN labeling and candidates read
+            ri = m.represent(fr).float().cpu()  # what kNN labeling and candidates read
         if self.morph is not None:
             target, present = self.morph.batch(batch["index"])
             self._morph_val.append((self.morph_head(fi).float().cpu().numpy(), target.numpy(),

@@ -261,3 +261,31 @@ def test_residual_input_channels_show_asymmetric_light_and_survive_a_checkpoint(
     assert cfg2.image.residual and m2.image_encoder.residual
     with torch.no_grad():
         assert torch.equal(m.image_features(tail), m2.image_features(tail))
+
+
+def test_representation_from_several_stages_keeps_the_projection_and_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = get_model_config("small-cnn", n_bands=2, image_size=32, spectrum_length=100)
+    one = build_model(cfg).eval()
+    cfg.image.representation_stages = 3
+    torch.manual_seed(0)
+    m = build_model(cfg).eval()
+    img = torch.randn(8, 2, 32, 32) * 3
+    with torch.no_grad():
+        f, r = m.image_pooled(img)
+        f1, r1 = one.image_pooled(img)
+    assert torch.equal(f, f1) and torch.equal(r1, f1)  # same weights: same projection input
+    widths = [i["num_chs"] for i in m.image_encoder.backbone.feature_info[-3:]]
+    assert r.shape == (8, sum(widths)) and m.image_standardizer.mean.shape == (sum(widths),)
+    # the last block of the representation is the final pooled features; the others are earlier stages
+    assert torch.equal(r[:, -widths[-1]:], f) and not torch.allclose(r[:, :widths[0]], f[:, :widths[0]])
+    m.image_standardizer.update(r)
+    assert m.image_representation(img).shape == (8, 64)
+    save_checkpoint(m, cfg, tmp_path / "ck")
+    m2, cfg2 = load_model(tmp_path / "ck")
+    assert cfg2.image.representation_stages == 3
+    with torch.no_grad():
+        assert torch.allclose(m2.image_representation(img), m.image_representation(img), atol=1e-6)
+    cfg.image.representation_stages = 0
+    with pytest.raises(ConfigError, match="representation_stages"):
+        build_model(cfg)

@@ -266,6 +266,7 @@ def test_residual_input_channels_show_asymmetric_light_and_survive_a_checkpoint(
 def test_representation_from_several_stages_keeps_the_projection_and_survives_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     cfg = get_model_config("small-cnn", n_bands=2, image_size=32, spectrum_length=100)
+    cfg.image.representation_stages = 1
     one = build_model(cfg).eval()
     cfg.image.representation_stages = 3
     torch.manual_seed(0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import bisect
 import weakref
 import dataclasses
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path

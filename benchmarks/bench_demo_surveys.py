@@ -58,6 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", default="/tmp/demo_seeds", help="folder of the demo runs (<runs>/seed<s>)")
+    ap.add_argument("--note", default="", help="how the runs were made (e.g. which shared the cores), kept in the JSON")
     args = ap.parse_args()
     res = {}
     for s in args.seeds:
@@ -66,7 +67,7 @@ def main() -> None:
         print(s, json.dumps(res[str(s)]["checks"]), flush=True)
     path = ROOT / "benchmarks" / "results" / "demo_surveys.json"
     path.write_text(json.dumps({"command": " ".join(sys.argv), "machine": platform.processor() or platform.machine(),
-                                "surveys": res}, indent=1))
+                                "note": args.note, "surveys": res}, indent=1))
 
 
 if __name__ == "__main__":

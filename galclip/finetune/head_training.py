@@ -47,6 +47,13 @@ class HeadTrainConfig:
             inputs. 0.1 sits between the best value on real gz1_dev mergers (0.03) and on
             the simulated demo survey (≥ 0.1); choosing it by cross-validation on 10–40
             labels measured worse than either fixed value.
+        spectrum_scales: candidate multipliers of the linear head's spectrum columns (a
+            block-wise L2 penalty: scale s costs the block 1/s² as much). With more than one,
+            out-of-fold ROC AUC on the labeled rows picks one per fit (ties → the earlier);
+            the first is used where the labels are too few for folds. A spectrum that carries
+            no signal for the task then stops costing the image its few labels, and one that
+            does keeps its weight (three simulated demo surveys, 8 label draws: +0.02 to
+            +0.03 ROC AUC at 30 labels, +0.004 to +0.017 at 100, ±0.006 at 300).
         term_selection: with a linear tabular term, ``auto`` compares out-of-fold ROC AUC
             of the full head and of the linear (logistic-regression-like) term alone and keeps
             the better (the embedding term adds variance with ~20 labels); ``full`` or
@@ -67,6 +74,7 @@ class HeadTrainConfig:
     tabular_lr_scale: float = 0.1
     term_selection: Literal["auto", "full", "linear"] = "full"
     linear_c: float = 0.1
+    spectrum_scales: tuple[float, ...] = (1.0, 0.35, 0.0)
     seed: int = 0
 
 
@@ -193,6 +201,10 @@ def fit_linear_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: n
     if cfg.class_balance != "none":
         w = w * class_weights(y, n_out).double().numpy()[yy]
     keep = w > 0
+    cols, scale = _spectrum_block(head), 1.0
+    if cols is not None:
+        scale = _choose_scale(x, yy, w, y.size, cols, cfg)
+        x[:, cols] *= scale
     classes = np.unique(yy[keep])
     weight = torch.zeros(n_out, x.shape[1], dtype=torch.float64)
     bias = torch.full((n_out,), -30.0, dtype=torch.float64)  # classes never labeled are never predicted
@@ -202,7 +214,7 @@ def fit_linear_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: n
         bias[int(classes[0])] = 30.0
     else:
         lr = LogisticRegression(C=cfg.linear_c, max_iter=5000).fit(x[keep], yy[keep], sample_weight=w[keep])
-        coef, icpt = torch.from_numpy(lr.coef_), torch.from_numpy(lr.intercept_)
+        coef, icpt = torch.from_numpy(lr.coef_ * _col_scale(x.shape[1], cols, scale)), torch.from_numpy(lr.intercept_)
         if n_out == 1:
             weight[0], bias[0] = coef[0], icpt[0]
         elif classes.size == 2:  # sklearn's one binary logit → two symmetric class logits
@@ -214,6 +226,49 @@ def fit_linear_head(head: FusionClassifier, feats: dict[str, torch.Tensor], y: n
     init_linear_from(layer, weight.float(), bias.float())
     head.eval()
     return head
+
+
+def _spectrum_block(head: FusionClassifier) -> slice | None:
+    lin = head.head
+    return lin.columns("spectrum") if "spectrum" in getattr(lin, "names", ()) else None
+
+
+def _col_scale(n_cols: int, cols: slice | None, scale: float) -> np.ndarray:
+    out = np.ones(n_cols)
+    if cols is not None:
+        out[cols] = scale
+    return out
+
+
+def _choose_scale(x: np.ndarray, yy: np.ndarray, w: np.ndarray, n: int, cols: slice,
+                  cfg: HeadTrainConfig) -> float:
+    """The spectrum-block scale of ``cfg.spectrum_scales`` with the best out-of-fold ROC AUC.
+
+    ``x`` stacks ``len(x) // n`` weighted copies of the ``n`` labeled rows (modality copies);
+    folds split the labeled rows, and each is scored on its rows as given (copy 0).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    scales = tuple(cfg.spectrum_scales)
+    y = yy[:n]
+    useful = len(scales) > 1 and np.unique(y).size == 2 and np.any(x[:n, cols] != 0)
+    folds = cv_folds(y, cfg.cv_folds, cfg.seed) if useful else []
+    if not folds:
+        return float(scales[0])
+    copies = len(x) // n
+    best, best_auc = float(scales[0]), -np.inf
+    for s in scales:
+        xs = x * _col_scale(x.shape[1], cols, s)
+        oof = np.zeros(n)
+        for tr, va in folds:
+            idx = np.concatenate([j * n + tr for j in range(copies)])
+            idx = idx[w[idx] > 0]
+            lr = LogisticRegression(C=cfg.linear_c, max_iter=5000).fit(xs[idx], yy[idx], sample_weight=w[idx])
+            oof[va] = lr.decision_function(xs[va])
+        auc = roc_auc_score(y, oof)
+        if auc > best_auc + 1e-12:
+            best, best_auc = float(s), auc
+    return best
 
 
 @torch.no_grad()

@@ -132,6 +132,7 @@ class LinearFusionHead(nn.Module):
     def __init__(self, dims: dict[str, int], n_out: int, cfg: HeadConfig) -> None:
         super().__init__()
         self.names = list(dims)
+        self.dims = dict(dims)
         self.norms = nn.ModuleDict({k: nn.Identity() if k == "tabular" else nn.LayerNorm(d, elementwise_affine=False)
                                     for k, d in dims.items()})
         self.drop = nn.Dropout(cfg.dropout)
@@ -142,6 +143,15 @@ class LinearFusionHead(nn.Module):
         parts = [_masked(self.norms[k](vecs[k]), masks[k]) for k in self.names]
         flags = [masks[k].to(parts[0].dtype)[:, None] for k in self.names]
         return torch.cat(parts + flags, dim=1)
+
+    def columns(self, name: str) -> slice:
+        """Columns of :meth:`design` that hold modality ``name`` (for block-wise penalties)."""
+        start = 0
+        for k in self.names:
+            if k == name:
+                return slice(start, start + self.dims[k])
+            start += self.dims[k]
+        raise KeyError(name)
 
     def forward(self, vecs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], tokens=None) -> torch.Tensor:
         return self.linear(self.drop(self.design(vecs, masks)))

@@ -33,7 +33,7 @@ def _head(tabular: str = "none", n_out: int = 1) -> FusionClassifier:
 
 def test_fit_is_the_logistic_regression_on_the_design() -> None:
     feats, y = _paired()
-    cfg = HeadTrainConfig(modality_dropout=0.0, class_balance="none", linear_c=0.3)
+    cfg = HeadTrainConfig(modality_dropout=0.0, class_balance="none", linear_c=0.3, spectrum_scales=(1.0,))
     head = fit_head(_head(), feats, y, cfg)
     x = head.design(feats).numpy()
     want = LogisticRegression(C=0.3, max_iter=5000).fit(x, y).decision_function(x)
@@ -82,3 +82,33 @@ def test_multiclass_and_missing_class() -> None:
     cfg = dataclasses.replace(HeadTrainConfig(), modality_dropout=0.0)
     one = fit_head(_head(), feats, np.zeros(len(y3), int), cfg)
     assert (torch.sigmoid(one(feats)) < 1e-6).all()
+
+
+def _noisy_spectrum(informative: bool, n: int = 120, seed: int = 0) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """A wide spectrum block that is pure noise (or carries the class), beside an informative image."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    img, spec = rng.normal(size=(n, 12)), rng.normal(size=(n, 8))
+    img[:, 2] += 1.5 * y
+    if informative:
+        spec[:, 5] += 3.0 * y
+    feats = {"image": torch.tensor(img, dtype=torch.float32), "spectrum": torch.tensor(spec, dtype=torch.float32),
+             "has_image": torch.ones(n, dtype=torch.bool), "has_spectrum": torch.ones(n, dtype=torch.bool)}
+    return feats, y
+
+
+def test_spectrum_scale_is_chosen_out_of_fold_and_folded_into_the_weights() -> None:
+    """A useless spectrum block is switched off; a useful one keeps its full weight."""
+    cfg = HeadTrainConfig(modality_dropout=0.0, class_balance="none", spectrum_scales=(1.0, 0.0))
+    feats, y = _noisy_spectrum(informative=False)
+    head = fit_head(_head(), feats, y, cfg)
+    spec_w = head.head.linear.weight[0, head.head.columns("spectrum")]
+    assert torch.all(spec_w == 0)
+    x = head.design(feats).numpy()
+    x[:, head.head.columns("spectrum")] = 0.0  # scale 0: the fit without the spectrum block
+    want = LogisticRegression(C=cfg.linear_c, max_iter=5000).fit(x, y).decision_function(x)
+    np.testing.assert_allclose(head(feats)[:, 0].detach().numpy(), want, atol=1e-3)
+    feats, y = _noisy_spectrum(informative=True)
+    head = fit_head(_head(), feats, y, cfg)
+    spec_w = head.head.linear.weight[0, head.head.columns("spectrum")]
+    assert spec_w.abs().argmax() == 5 and spec_w[5] > 0.1

@@ -114,6 +114,7 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
     methods = list(dict.fromkeys(r["method"] for r in summary))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     cmap = plt.get_cmap("tab20")
+    budgets = sorted({r["budget"] for r in summary})
     for ax, met in zip(axes[0], metrics):
         for i, m in enumerate(methods):
             rows = sorted((r for r in summary if r["method"] == m), key=lambda r: r["budget"])
@@ -123,6 +124,8 @@ def _plot(summary: list[dict[str, Any]], metrics: list[str], path: Path) -> None
             style = "-" if m.startswith("galclip") else "--"
             ax.errorbar(x, mu, yerr=sd, label=m, color=cmap(i % 20), ls=style, marker="o", ms=3, capsize=2)
         ax.set_xscale("log")
+        ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets, not log-axis minor ticks
+        ax.minorticks_off()
         ax.set_xlabel("labeled galaxies")
         ax.set_ylabel(met.replace("_", " "))
         ax.grid(alpha=0.3)

@@ -36,6 +36,11 @@ class ImageTowerConfig:
             earlier stages see (companions, tails a few pixels wide) that the final stage
             can give up while it learns the pretraining targets; linear evaluation on
             several layers is the usual practice for self-supervised features (DINO).
+        representation_components: leading principal components of the standardised
+            representation features kept (:class:`~galclip.models.galclip.FeatureStandardizer`;
+            capped at their width). Few enough that hundreds of weak, noisy directions do
+            not decide nearest neighbours; enough that a linear head still sees the finer
+            structure of several stages.
     """
 
     backbone: str = "resnet18"
@@ -44,6 +49,7 @@ class ImageTowerConfig:
     clip: float = 10.0
     residual: bool = False
     representation_stages: int = 1
+    representation_components: int = 64
 
 
 @dataclasses.dataclass

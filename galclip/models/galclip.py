@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from galclip.errors import ConfigError
 from galclip.models.config import ModelConfig
 from galclip.models.towers import ImageTower, build_tower
 
@@ -127,7 +128,11 @@ class GalClip(nn.Module):
         self.image_proj = projection_head(self.image_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.spectrum_proj = projection_head(self.spectrum_encoder.num_features, cfg.embed_dim, cfg.proj_hidden)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
-        self.image_standardizer = FeatureStandardizer(self.image_encoder.representation_width)
+        if cfg.image.representation_components < 1:
+            raise ConfigError(f"image.representation_components must be >= 1, got "
+                              f"{cfg.image.representation_components}")
+        self.image_standardizer = FeatureStandardizer(self.image_encoder.representation_width,
+                                                      cfg.image.representation_components)
 
     # -- image -------------------------------------------------------------------------
     def image_tokens(self, image: Tensor) -> Tensor:
@@ -146,7 +151,8 @@ class GalClip(nn.Module):
 
     @property
     def representation_dim(self) -> int:
-        """Width of :meth:`image_representation` (64 principal components after pretraining)."""
+        """Width of :meth:`image_representation` (``image.representation_components`` principal
+        components after pretraining)."""
         return self.image_standardizer.width
 
     def image_representation(self, image: Tensor) -> Tensor:

@@ -290,3 +290,23 @@ def test_representation_from_several_stages_keeps_the_projection_and_survives_a_
     cfg.image.representation_stages = 0
     with pytest.raises(ConfigError, match="representation_stages"):
         build_model(cfg)
+
+
+def test_representation_components_set_its_width_and_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = get_model_config("small-cnn", n_bands=2, image_size=32, spectrum_length=100)
+    cfg.image.representation_components = 16
+    m = build_model(cfg).eval()
+    img = torch.randn(40, 2, 32, 32) * 3
+    with torch.no_grad():
+        m.image_standardizer.update(m.image_pooled(img)[1])
+        rep = m.image_representation(img)
+    assert rep.shape == (40, 16) and m.representation_dim == 16
+    save_checkpoint(m, cfg, tmp_path / "ck")
+    m2, cfg2 = load_model(tmp_path / "ck")
+    assert cfg2.image.representation_components == 16
+    with torch.no_grad():
+        assert torch.allclose(m2.image_representation(img), rep, atol=1e-6)
+    cfg.image.representation_components = 0
+    with pytest.raises(ConfigError, match="representation_components"):
+        build_model(cfg)

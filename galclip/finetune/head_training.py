@@ -77,6 +77,10 @@ class HeadTrainConfig:
     spectrum_scales: tuple[float, ...] = (1.0, 0.35, 0.0)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.spectrum_scales or min(self.spectrum_scales) < 0:
+            raise ValueError(f"spectrum_scales must be one or more scales >= 0, got {list(self.spectrum_scales)}")
+
 
 HeadFactory = Callable[[], FusionClassifier]
 
@@ -247,8 +251,6 @@ def _choose_scale(x: np.ndarray, yy: np.ndarray, w: np.ndarray, n: int, cols: sl
     ``x`` stacks ``len(x) // n`` weighted copies of the ``n`` labeled rows (modality copies);
     folds split the labeled rows, and each is scored on its rows as given (copy 0).
     """
-    from sklearn.metrics import roc_auc_score
-
     scales = tuple(cfg.spectrum_scales)
     y = yy[:n]
     useful = len(scales) > 1 and np.unique(y).size == 2 and np.any(x[:n, cols] != 0)
@@ -265,7 +267,7 @@ def _choose_scale(x: np.ndarray, yy: np.ndarray, w: np.ndarray, n: int, cols: sl
             idx = idx[w[idx] > 0]
             lr = LogisticRegression(C=cfg.linear_c, max_iter=5000).fit(xs[idx], yy[idx], sample_weight=w[idx])
             oof[va] = lr.decision_function(xs[va])
-        auc = roc_auc_score(y, oof)
+        auc = _oof_auc(y, oof)
         if auc > best_auc + 1e-12:
             best, best_auc = float(s), auc
     return best

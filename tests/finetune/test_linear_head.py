@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -112,3 +113,9 @@ def test_spectrum_scale_is_chosen_out_of_fold_and_folded_into_the_weights() -> N
     head = fit_head(_head(), feats, y, cfg)
     spec_w = head.head.linear.weight[0, head.head.columns("spectrum")]
     assert spec_w.abs().argmax() == 5 and spec_w[5] > 0.1
+
+
+def test_spectrum_scales_must_be_given_and_non_negative() -> None:
+    for bad in ((), (1.0, -0.5)):
+        with pytest.raises(ValueError, match="spectrum_scales"):
+            HeadTrainConfig(spectrum_scales=bad)

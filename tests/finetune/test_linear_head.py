@@ -119,3 +119,25 @@ def test_spectrum_scales_must_be_given_and_non_negative() -> None:
     for bad in ((), (1.0, -0.5)):
         with pytest.raises(ValueError, match="spectrum_scales"):
             HeadTrainConfig(spectrum_scales=bad)
+
+
+def test_fit_with_threshold_chooses_the_spectrum_scale_once_on_all_labeled_rows() -> None:
+    """The fold fits (threshold only) reuse the full fit's scale: same head, fewer fits."""
+    from galclip.finetune import head_training
+
+    cfg = HeadTrainConfig(modality_dropout=0.0, class_balance="none", spectrum_scales=(1.0, 0.0))
+    feats, y = _noisy_spectrum(informative=False)
+    assert head_training.fix_spectrum_scale(_head(), feats, y, cfg).spectrum_scales == (0.0,)
+    assert head_training.fix_spectrum_scale(_head(), feats, y, dataclasses.replace(cfg, spectrum_scales=(1.0,))) \
+        .spectrum_scales == (1.0,)
+    calls = []
+    choose = head_training._choose_scale
+    head_training._choose_scale = lambda *a: calls.append(a[-1].spectrum_scales) or choose(*a)
+    try:
+        head, thr, oof = head_training.fit_with_threshold(_head, feats, y, cfg)
+    finally:
+        head_training._choose_scale = choose
+    assert calls[0] == (1.0, 0.0) and all(c == (0.0,) for c in calls[1:]) and len(calls) == 1 + cfg.cv_folds + 1
+    assert oof is not None and np.isfinite(oof).all() and 0.0 < thr < 1.0
+    direct = fit_head(_head(), feats, y, cfg)
+    torch.testing.assert_close(head.head.linear.weight, direct.head.linear.weight)

@@ -16,6 +16,8 @@ labelled survey with ``galclip embed``'s code, and the few-label stages run on t
 * ``probe_auc_<n>``: a linear probe on the same vector (class-balanced logistic regression, C = 1);
 * ``metric_auc_<n>``: the metric-learning head (``galclip_image_metric``);
 * ``morph_lr_auc_<n>``: the classical reference, statistics + logistic regression;
+* ``<head>_minus_morph_<n>`` (``_ci95``, ``<head>_ahead_of_morph_<n>``): each head minus that
+  reference on the same draws, with a bootstrap interval over the draws;
 * ``knn_bacc_10``: ``galclip label``'s weighted kNN with 10 labelled galaxies per class,
   balanced accuracy over the rest;
 * ``cand_p20``: ``galclip candidates``' score from 10 known mergers, precision of the top 20
@@ -160,7 +162,25 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
         p, _ = morphology_lr(xm[tr], y[tr], xm[te], cfg.morph_lr_c, cfg.train.cv_folds, seed=0)
         res["morph_lr"].append(roc_auc_score(y[te], p))
     return {f"{k}_auc_{n}": round(float(np.mean(v)), 4) for k, v in res.items() if v} | {
-        f"{k}_auc_{n}_std": round(float(np.std(v)), 4) for k, v in res.items() if v}
+        f"{k}_auc_{n}_std": round(float(np.std(v)), 4) for k, v in res.items() if v} | _margins(res, n)
+
+
+def _margins(res: dict[str, list[float]], n: int) -> dict[str, object]:
+    """Each head minus morphology + LR on the same draws: mean, bootstrap 95 % interval over
+    the draws, fraction of draws ahead. The draws share one sample of galaxies, so the
+    interval is how well the draws pin the mean down on *this* sample, not across samples."""
+    out: dict[str, object] = {}
+    ref = np.asarray(res["morph_lr"])
+    for k, v in res.items():
+        if k == "morph_lr" or len(v) != ref.size or not v:
+            continue
+        diff = np.asarray(v) - ref
+        rng = np.random.default_rng(0)
+        boot = rng.choice(diff, (5000, diff.size)).mean(1)
+        out[f"{k}_minus_morph_{n}"] = round(float(diff.mean()), 4)
+        out[f"{k}_minus_morph_{n}_ci95"] = [round(float(q), 4) for q in np.percentile(boot, [2.5, 97.5])]
+        out[f"{k}_ahead_of_morph_{n}"] = round(float((diff > 0).mean()), 3)
+    return out
 
 
 def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, float]:

@@ -31,6 +31,9 @@ def test_knn_probe_is_honest_for_a_rare_class():
     y = np.zeros(1000)
     y[rng.choice(1000, 10, replace=False)] = 1
     res = knn_probe(emb, y)
+    assert "bacc" not in res and 0.3 < res["auc"] < 0.7  # 10 members: too few for a recall
+    y[rng.choice(np.flatnonzero(y == 0), 40, replace=False)] = 1
+    res = knn_probe(emb, y)
     assert abs(res["bacc"] - 0.5) < 0.1 and 0.3 < res["auc"] < 0.7
 
 

@@ -190,6 +190,31 @@ def encode_batch(model: GalClip, batch: dict[str, Any], names: Sequence[str] | N
     return out
 
 
+@torch.no_grad()
+def fit_representation(model: GalClip, batches: Iterable[dict[str, Any]], max_rows: int = 8192) -> int:
+    """Fit ``model``'s representation read-out (standardiser + principal components) on the
+    images of ``batches``, label-free; returns the rows used.
+
+    Pretraining tracks these statistics as it trains; a model that never trained has none
+    and would hand heads its raw pooled features (896 for ``small-cnn``) instead of 64
+    components. Fitted here, the random-init baseline is read out the same way as the
+    pretrained model, so a comparison of the two measures the weights, not the read-out.
+    """
+    was = model.training
+    model.eval()
+    dev, feats, n = _device(model), [], 0
+    for batch in batches:
+        has = batch["has_image"].bool()
+        if has.any() and n < max_rows:
+            feats.append(model.image_pooled(batch["image"][has].to(dev))[1].float().cpu())
+            n += int(has.sum())
+    model.train(was)
+    if n < 2:
+        return 0
+    model.image_standardizer.fit(torch.cat(feats)[:max_rows])
+    return min(n, max_rows)
+
+
 def joint(img: np.ndarray, spec: np.ndarray) -> np.ndarray:
     """Normalised mean of the present modalities (NaN where neither is present)."""
     stack = np.stack([img, spec])

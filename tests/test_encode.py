@@ -143,3 +143,24 @@ def test_old_flat_embeddings_file_still_loads(tmp_path: Path) -> None:
         h5.attrs["format_version"] = 99
     with pytest.raises(InputFileError, match="old.h5: format_version 99 is newer"):
         read_embeddings(path)
+
+
+def test_fit_representation_reads_a_random_model_out_like_a_pretrained_one(tiny_dataset: Path) -> None:
+    """A model that never trained gets principal components of its own pooled features."""
+    from galclip.encode import encode_dataset, fit_representation
+    from galclip.finetune.features import load_batches
+
+    ds = SurveyDataset(_data(tiny_dataset))
+    torch.manual_seed(0)
+    cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=ds.spectrum_length)
+    cfg.image.representation_components = 4
+    model = build_model(cfg)
+    raw = encode_dataset(model, ds, progress=False)["image"]
+    assert raw.shape[1] == model.image_encoder.representation_width  # no statistics: plain features
+    n = fit_representation(model, load_batches(ds, 8, False))
+    assert n == len(ds) and model.representation_dim == 4
+    fitted = encode_dataset(model, ds, progress=False)["image"]
+    assert fitted.shape == (len(ds), 4) and np.allclose(np.linalg.norm(fitted, axis=1), 1, atol=1e-5)
+    model.train()  # the caller's mode is restored
+    fit_representation(model, load_batches(ds, 8, False))
+    assert model.training

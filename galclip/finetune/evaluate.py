@@ -23,7 +23,7 @@ import torch
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
-from galclip.encode import Checkpoint, check_compatible, load_checkpoint
+from galclip.encode import Checkpoint, check_compatible, fit_representation, load_checkpoint
 from galclip.finetune.baselines import CNNConfig
 from galclip.finetune.features import cached_features, extract_features, load_batches, output_dirs
 from galclip.finetune.head_training import HeadTrainConfig
@@ -235,9 +235,15 @@ def _bench(cfg: EvaluateConfig, ckpt: Checkpoint, dataset: SurveyDataset, cache:
 
     bench = Bench(cfg, yi, test, {"pretrained": feats_of(ckpt.model, ckpt.sha256)})
     needs = {m.features for m in wanted}
-    if "random" in needs:
-        torch.manual_seed(cfg.random_seed)
-        bench.features["random"] = feats_of(build_model(ckpt.cfg), f"random{cfg.random_seed}_{ckpt.sha256}")
+    if "random" in needs:  # the same read-out as the pretrained model, fitted label-free here
+        key = f"random{cfg.random_seed}_fitted_{ckpt.sha256}"
+        got = cached_features(dataset, cache, key, tokens)
+        if got is None:
+            torch.manual_seed(cfg.random_seed)
+            model = build_model(ckpt.cfg)
+            fit_representation(model, rows())
+            got = feats_of(model, key)
+        bench.features["random"] = got
     if cfg.image_ssl_checkpoint and "image_ssl" in needs:
         ssl = load_checkpoint(cfg.image_ssl_checkpoint)
         check_compatible(ssl.cfg, dataset, ssl.path)

@@ -15,7 +15,8 @@ galclip_image_metric            pretrained image tower → metric-learning head 
 galclip_image_tabular_metric    the same + standardised tabular statistics as metric-head inputs
 galclip_spectrum                pretrained spectrum tower alone → same head (single modality)
 tabular_head                    tabular statistics only → same head
-random_init                     randomly initialised encoders, fused → same head
+random_init                     randomly initialised encoders, fused → same head (image read-out fitted label-free
+                                on the dataset, as pretraining fits its own: standardiser + principal components)
 image_ssl                       image tower of an image-only SSL checkpoint (``image_ssl_checkpoint``)
 image_ssl_morph                 the same + morphology statistics
 morphology_lr                   Gini/M20/A/C... + logistic regression (scikit-learn); morphology

@@ -150,3 +150,4 @@ def test_evaluate_harness_tiny(tiny_dataset: Path, tiny_ckpt: Path, tmp_path: Pa
     test_ids = {m: {r["object_id"] for r in rows if r["method"] == m and r["seed"] == "0" and r["budget"] == "6"}
                 for m in ("galclip_fusion", "random_init", "cnn_scratch")}
     assert test_ids["galclip_fusion"] == test_ids["random_init"] == test_ids["cnn_scratch"]
+    assert list((out / "cache").glob("features_random*_fitted_*.npz"))  # random init: read-out fitted

@@ -310,3 +310,21 @@ def test_representation_components_set_its_width_and_survive_a_checkpoint(tmp_pa
     cfg.image.representation_components = 0
     with pytest.raises(ConfigError, match="representation_components"):
         build_model(cfg)
+
+
+def test_standardizer_fit_gives_the_exact_statistics_of_its_rows():
+    """``fit`` (the random-init baseline's read-out) = standardised PCA of exactly these rows."""
+    from galclip.models.galclip import FeatureStandardizer
+
+    g = torch.Generator().manual_seed(1)
+    signal = torch.randn(300, 1, generator=g)
+    feats = torch.cat([signal * 5 + 3, signal * -2, torch.randn(300, 4, generator=g) * 0.1], 1) * 10
+    st = FeatureStandardizer(6, n_components=2)
+    st.fit(feats)
+    assert st.width == 2 and int(st.count) == 1
+    assert torch.allclose(st.mean, feats.mean(0)) and torch.allclose(st.var, feats.var(0))
+    z = (feats - feats.mean(0)) / feats.std(0)
+    want = torch.linalg.eigh(z.T @ z / 300).eigenvalues.flip(0)[:2]
+    assert torch.allclose(st(feats).var(0) * 299 / 300, want, rtol=1e-3)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        st.fit(feats[:1])

@@ -50,7 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 from galclip.config import load_config  # noqa: E402
 from galclip.data.dataset import DataConfig  # noqa: E402
-from galclip.encode import embed_checkpoint  # noqa: E402
+from galclip.encode import embed_checkpoint, fit_representation  # noqa: E402
+from galclip.finetune.features import load_batches  # noqa: E402
 from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.evaluate import EvaluateConfig  # noqa: E402
 from galclip.finetune.methods import METHODS, Bench  # noqa: E402
@@ -111,7 +112,11 @@ def pretrain(variant: str, data: str, out: Path, steps: int, extra: list[str], r
         ds = SurveyDataset(cfg.data)
         mcfg = resolve_model_config(cfg, ds.n_bands, cfg.data.image.size, ds.spectrum_length)
         torch.manual_seed(cfg.seed)
-        save_checkpoint(build_model(mcfg), mcfg, out, extra={"steps": 0, "preprocessing": {
+        model = build_model(mcfg)
+        # read out like a pretrained model: standardiser + principal components of the
+        # (unlabelled) pretraining survey's features, which pretraining tracks as it trains
+        fit_representation(model, load_batches(ds, 128, False))
+        save_checkpoint(model, mcfg, out, extra={"steps": 0, "preprocessing": {
             "image": dataclasses.asdict(cfg.data.image), "spectrum": dataclasses.asdict(cfg.data.spectrum)}})
     else:
         run_pretrain(cfg)

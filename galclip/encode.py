@@ -204,8 +204,10 @@ def fit_representation(model: GalClip, batches: Iterable[dict[str, Any]], max_ro
     model.eval()
     dev, feats, n = _device(model), [], 0
     for batch in batches:
+        if n >= max_rows:
+            break
         has = batch["has_image"].bool()
-        if has.any() and n < max_rows:
+        if has.any():
             feats.append(model.image_pooled(batch["image"][has].to(dev))[1].float().cpu())
             n += int(has.sum())
     model.train(was)

@@ -91,15 +91,10 @@ class FeatureStandardizer(nn.Module):
     def fit(self, features: Tensor) -> None:
         """Exact statistics of ``features`` (N, F) in place of running ones: the same read-out
         for a model that never trained (the random-init baseline) as pretraining gives its own."""
-        f = features.detach().float().to(self.mean.device)
-        if f.shape[0] < 2:
-            raise ValueError(f"FeatureStandardizer.fit needs at least 2 rows, got {f.shape[0]}")
-        self.mean.copy_(f.mean(0))
-        self.var.copy_(f.var(0))
-        z = self._standardise(f)
-        self.second.copy_(z.T @ z / z.shape[0])
-        self.count.fill_(1)
-        self._basis = None
+        if features.shape[0] < 2:
+            raise ValueError(f"FeatureStandardizer.fit needs at least 2 rows, got {features.shape[0]}")
+        self.count.zero_()  # a first update takes its batch's statistics whole
+        self.update(features.to(self.mean.device))
 
     def _standardise(self, f: Tensor) -> Tensor:
         return (f - self.mean.to(f.dtype)) * torch.rsqrt(self.var.to(f.dtype) + 1e-5)

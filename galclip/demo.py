@@ -62,10 +62,11 @@ def _finetune() -> FinetuneConfig:
 def _evaluate() -> EvaluateConfig:
     # the full comparison (CNN from scratch, 1000 labels, more seeds) is
     # benchmarks/bench_label_budget.py; the demo runs the quick rows (spectrum-only inference
-    # is the fusion head's galclip_fusion@spectrum_only row: no separate spectrum head to train)
+    # is the fusion head's galclip_fusion@spectrum_only row: no separate spectrum head to train);
+    # asymmetry_only is the zero-label line every few-label method has to clear
     return EvaluateConfig(budgets=[30, 100, 300], seeds=[0, 1, 2],
                           methods=["galclip_fusion", "galclip_fusion_morph", "galclip_image_probe",
-                                   "morphology_lr", "random_init"])
+                                   "morphology_lr", "asymmetry_only", "random_init"])
 
 
 @dataclasses.dataclass

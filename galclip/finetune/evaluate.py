@@ -312,7 +312,7 @@ def _headline(summary: list[dict[str, Any]], metric: str = "roc_auc") -> dict[st
     bmax = budgets[-1]
     out: dict[str, Any] = {"metric": metric, "budget_small": b100, "budget_large": bmax}
     for m in ("galclip_fusion", "galclip_fusion_morph", "galclip_image", "galclip_image_probe", "galclip_image_tabular",
-              "galclip_spectrum", "random_init", "morphology_lr", "cnn_scratch"):
+              "galclip_spectrum", "random_init", "morphology_lr", "asymmetry_only", "cnn_scratch"):
         value = get(m, b100)
         if np.isfinite(value):  # methods this evaluation did not run leave no empty cell
             out[f"{m}@{b100}"] = value
@@ -321,6 +321,8 @@ def _headline(summary: list[dict[str, Any]], metric: str = "roc_auc") -> dict[st
     heads = [v for v in (get("galclip_fusion", b100), get("galclip_fusion_morph", b100)) if np.isfinite(v)]
     fus = max(heads) if heads else math.nan
     out["fusion_minus_morphology_lr"] = fus - get("morphology_lr", b100)
+    if np.isfinite(get("asymmetry_only", b100)):  # against the zero-label statistic
+        out["fusion_minus_asymmetry_only"] = fus - get("asymmetry_only", b100)
     singles = {m: get(m, bmax) for m in ("galclip_image", "galclip_spectrum", "image_ssl", "cnn_scratch",
                                           "morphology_lr", "tabular_head")}
     singles = {k: v for k, v in singles.items() if np.isfinite(v)}

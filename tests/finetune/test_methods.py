@@ -15,8 +15,11 @@ def test_methods_declare_their_inputs() -> None:
                                                                       "random_init", "galclip_image_probe"]
     bench.features["pretrained"]["has_spectrum"][0] = True
     bench.tab, bench.tab_names, bench.morph_cols = np.zeros((4, 1)), ["gini"], [0]
-    assert {n for n, m in METHODS.items() if not m.available(bench)} == {"image_ssl", "image_ssl_morph", "cnn_scratch"}
-    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 14
+    assert {n for n, m in METHODS.items() if not m.available(bench)} == {"image_ssl", "image_ssl_morph", "cnn_scratch",
+                                                                         "asymmetry_only"}
+    bench.tab_names = ["gini", "asymmetry"]
+    assert METHODS["asymmetry_only"].available(bench)
+    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 15
 
 
 def test_metric_methods_swap_only_the_head_kind() -> None:
@@ -58,3 +61,27 @@ def test_headline_lists_only_methods_that_ran() -> None:
     head = _headline(rows)
     assert head["galclip_fusion@100"] == 0.80 and "galclip_spectrum@100" not in head and "cnn_scratch@100" not in head
     assert abs(head["pretraining_gain"] - 0.05) < 1e-9 and abs(head["fusion_minus_morphology_lr"] - 0.02) < 1e-9
+    assert "fusion_minus_asymmetry_only" not in head
+    rows.append({"method": "asymmetry_only", "budget": 100, "roc_auc_mean": 0.83})
+    assert abs(_headline(rows)["fusion_minus_asymmetry_only"] + 0.03) < 1e-9
+
+
+def test_asymmetry_only_ranks_without_labels() -> None:
+    """The zero-label reference: its scores are the same whichever rows are labelled (and however)."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(200) < 0.2).astype(int)
+    asym = rng.normal(size=200) + 1.5 * y
+    asym[4] = np.nan  # an unmeasured (test) galaxy ranks last
+    tab = np.c_[rng.normal(size=200), asym].astype(np.float32)
+    feats = {"pretrained": {"has_spectrum": np.zeros(200, bool)}}
+    bench = Bench(EvaluateConfig(), y, np.arange(0, 200, 2), feats, tab=tab, tab_names=["gini", "asymmetry"])
+    method = METHODS["asymmetry_only"]
+    (name, rows, p, thr), = method.run(bench, np.arange(1, 60, 2), seed=0)[1]
+    flipped = Bench(EvaluateConfig(), 1 - y, bench.test, feats, tab=tab, tab_names=bench.tab_names)
+    (_, _, p2, thr2), = method.run(flipped, np.arange(61, 200, 2), seed=3)[1]
+    assert name == "asymmetry_only" and np.array_equal(rows, bench.test)
+    assert np.array_equal(p, p2) and thr != thr2  # labels move the threshold, never the ranking
+    assert ((p > 0) & (p <= 1)).all() and p[rows == 4][0] == p.min() < np.delete(p, 2).min()
+    assert roc_auc_score(y[rows], p) > 0.8

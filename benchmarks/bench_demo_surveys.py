@@ -7,7 +7,8 @@ one after another on the same machine; a run folder that already holds a finishe
 read, not re-run (``--runs`` keeps them). Per survey it records the stage timings, ROC AUC of
 every method at every label budget (mean ± std over the demo's label draws) and the candidate
 precision; then the issue-15 checks at 100 labels (fusion above morphology + LR, pretrained
-above random-init encoders) and at every budget. Writes ``benchmarks/results/demo_surveys.json``.
+above random-init encoders, fusion above ranking by asymmetry with no labels) and at every
+budget. Writes ``benchmarks/results/demo_surveys.json``.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def checks(r: dict) -> dict:
         fus = max(a["galclip_fusion"][b][0], a["galclip_fusion_morph"][b][0])
         out[b] = {"fusion_above_morphology_lr": fus > a["morphology_lr"][b][0],
                   "pretrained_above_random_init": a["galclip_fusion"][b][0] > a["random_init"][b][0]}
+        if "asymmetry_only" in a:  # the zero-label line (runs from session 9 on)
+            out[b]["fusion_above_zero_label_asymmetry"] = fus > a["asymmetry_only"][b][0]
     out["candidates_3x"] = r["candidates_x_base"] >= 3
     out["under_5_min"] = sum(r["timings_s"].values()) <= 300
     return out

@@ -226,12 +226,14 @@ def _candidates_table(run: Path) -> Table | None:
     draws = summary.get("precision_at_draws", {})
     if draws:  # mean ± std over several draws of known mergers
         base = draws.get("base_rate_mean")
+        ref = summary.get("zero_label_asymmetry_precision", {})  # ranking by asymmetry, no known mergers
         rows = [[k.removesuffix("_mean"), f"{v:.3f} ± {draws.get(k.replace('_mean', '_std'), 0):.3f}",
-                 v / base if base else float("nan")] for k, v in sorted(draws.items(), key=_top_n)
-                if k.startswith("top") and k.endswith("_mean")]
+                 v / base if base else float("nan"), *([ref.get(k, float("nan"))] if ref else [])]
+                for k, v in sorted(draws.items(), key=_top_n) if k.startswith("top") and k.endswith("_mean")]
         header = ["top N", f"precision (mean ± std, {draws.get('draws')} draws of {draws.get('n_known')} mergers)",
-                  "× base rate"]
-        return (header, rows + [["base rate", f"{base:.3f}", 1.0]]) if rows and base else None
+                  "× base rate", *(["precision ranking by asymmetry alone (zero labels)"] if ref else [])]
+        base_row = ["base rate", f"{base:.3f}", 1.0, *([base] if ref else [])]
+        return (header, rows + [base_row]) if rows and base else None
     prec = summary.get("precision_at", {})
     base = prec.get("base_rate")
     rows = [[k, v, v / base if base else float("nan")] for k, v in sorted(prec.items(), key=_top_n) if k.startswith("top")]

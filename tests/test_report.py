@@ -91,3 +91,15 @@ def test_known_labels_name_the_class_and_stage(tiny_dataset):
 
     got = known_labels(tiny_dataset, ["obj000", "obj001", "missing"])
     assert got == ["merger (isolated)", "not a merger (projected_pair)", "unlabelled"]
+
+
+def test_candidate_table_shows_the_zero_label_asymmetry_column(tmp_path):
+    run = _run(tmp_path)
+    (run / "candidates" / "summary.json").write_text(json.dumps(
+        {"precision_at_draws": {"top20_mean": 0.5, "top20_std": 0.1, "base_rate_mean": 0.1, "draws": 10, "n_known": 10},
+         "zero_label_asymmetry_precision": {"top20_mean": 0.09, "base_rate_mean": 0.1, "draws": 10}}))
+    p = _Tables()
+    p.feed(run_report(ReportConfig(run=str(run))).read_text())
+    prec = next(t for t in p.tables if t[0][0] == "top N")
+    assert prec[0][-1] == "precision ranking by asymmetry alone (zero labels)"
+    assert prec[1][0] == "top20" and float(prec[1][2]) == 5.0 and float(prec[1][3]) == 0.09

@@ -57,6 +57,9 @@ MIN_COMPANION_RATIO = 0.1
 SERSIC_COLUMNS: tuple[str, ...] = ("sersic_n",)
 #: Every column this module can produce (for code that selects morphology columns by name).
 ALL_COLUMNS: tuple[str, ...] = MORPH_COLUMNS + MID_COLUMNS + COMPANION_COLUMNS + SERSIC_COLUMNS
+#: The classical zero-label merger indicator: rotational asymmetry (Conselice, Bershady &
+#: Jangren 2000; Conselice 2003). Evaluate and candidates report it as the line to beat.
+MERGER_STATISTIC = "asymmetry"
 
 
 @dataclasses.dataclass

@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
+from galclip.data.morphology import MERGER_STATISTIC
 from galclip.finetune.baselines import cnn_from_scratch, morphology_lr
 from galclip.finetune.features import feature_tensors
 from galclip.finetune.head_io import head_factory
@@ -148,10 +149,6 @@ def _morphology_lr(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.
                          cfg.train.threshold_metric, seed)
 
 
-#: the classical zero-label merger indicator (Conselice, Bershady & Jangren 2000; Conselice 2003)
-ZERO_LABEL_STATISTIC = "asymmetry"
-
-
 def _asymmetry_only(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     """Zero-label reference: every galaxy ranked by its rotational asymmetry, nothing learned.
 
@@ -162,7 +159,7 @@ def _asymmetry_only(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np
     """
     from scipy.stats import rankdata
 
-    v = bench.tab[:, bench.tab_names.index(ZERO_LABEL_STATISTIC)].astype(np.float64)
+    v = bench.tab[:, bench.tab_names.index(MERGER_STATISTIC)].astype(np.float64)
     p = rankdata(np.where(np.isfinite(v), v, -np.inf)) / len(v)  # label-free score in (0, 1]: its quantile
     thr = choose_threshold(bench.yi[train_rows], p[train_rows], bench.cfg.train.threshold_metric)
     return p[bench.test], thr
@@ -198,7 +195,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Baseline("galclip_image_probe", _image_probe, lambda bench: "pretrained" in bench.features,
              features="pretrained"),
     Baseline("morphology_lr", _morphology_lr, lambda bench: bool(bench.morph_cols), tabular=True),
-    Baseline("asymmetry_only", _asymmetry_only, lambda bench: ZERO_LABEL_STATISTIC in bench.tab_names, tabular=True),
+    Baseline("asymmetry_only", _asymmetry_only, lambda bench: MERGER_STATISTIC in bench.tab_names, tabular=True),
     Baseline("cnn_scratch", _cnn_scratch, lambda bench: bench.images is not None, images=True),
 )}
 ALL_METHODS = tuple(METHODS)

@@ -183,6 +183,37 @@ def _precision_over_draws(store: EmbeddingStore, kind: str, neg: np.ndarray, cfg
     return out | {"draws": cfg.repeats, "n_known": cfg.n_known}
 
 
+def _statistic_ranking(store: EmbeddingStore, dataset: str | Path) -> np.ndarray | None:
+    """Store rows ordered by the dataset's stored rotational asymmetry (most asymmetric first;
+    unmeasured last), or None where the dataset has no such column."""
+    from galclip.data.dataset import DataConfig, SurveyDataset
+    from galclip.data.morphology import MERGER_STATISTIC
+
+    ds = SurveyDataset(DataConfig(path=str(dataset)))
+    col = next((c for c in (f"morph_{MERGER_STATISTIC}", MERGER_STATISTIC) if c in ds.tabular_names), None)
+    if col is None:
+        return None
+    rows = store.rows_of([str(i) for i in ds.column("object_id")], strict=False)
+    value = np.full(len(store), -np.inf)
+    value[rows[rows >= 0]] = np.nan_to_num(ds.column(col).astype(np.float64)[rows >= 0], nan=-np.inf)
+    return np.argsort(-value, kind="stable")
+
+
+def _zero_label_precision(store: EmbeddingStore, dataset: str | Path, cfg: CandidatesConfig) -> dict | None:
+    """Precision of ranking by asymmetry alone, with no known mergers: the line a similarity
+    search from known mergers has to beat. The same draws' known mergers are left out of the
+    list, as they are from the similarity ranking."""
+    order = _statistic_ranking(store, dataset)
+    if order is None:
+        return None
+    runs = []
+    for k in range(max(cfg.repeats, 1)):
+        known = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed + k) if cfg.exclude_known else []
+        kept = order[~np.isin(order, known)]
+        runs.append(precision_at(Table({"object_id": store.object_id[kept]}), store, cfg.from_label))
+    return {f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in runs[0]} | {"draws": len(runs)}
+
+
 def run_candidates(cfg: CandidatesConfig) -> Table:
     """CLI stage: rank the survey, write the table, gallery of the top N and the HTML report."""
     if not cfg.index:
@@ -225,6 +256,10 @@ def run_candidates(cfg: CandidatesConfig) -> Table:
             summary["precision_at_draws"] = _precision_over_draws(store, kind, neg, cfg, summary["precision_at"])
         log.info("precision of the ranking vs stored %r: %s", cfg.from_label,
                  summary.get("precision_at_draws", summary["precision_at"]))
+        ref = _zero_label_precision(store, ds, cfg) if ds and Path(ds).exists() else None
+        if ref is not None:
+            summary["zero_label_asymmetry_precision"] = ref
+            log.info("ranking by asymmetry alone (no known mergers): %s", ref)
     atomic_write_json(out / "summary.json", summary)
     log.info("ranked %d objects -> %s", len(table), out)
     return table

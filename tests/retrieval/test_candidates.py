@@ -107,3 +107,33 @@ def test_candidates_and_label_default_to_the_image_representation(tmp_path, clus
     assert json.loads((tmp_path / "d" / "summary.json").read_text())["precision_at"]["top50"] < 0.6
     run_label(LabelConfig(index=str(idx), out=str(tmp_path / "l"), label_column="merger"))
     assert json.loads((tmp_path / "l" / "summary.json").read_text())["kind"] == "image_features"
+
+
+def test_candidates_report_the_zero_label_asymmetry_ranking(tmp_path, clustered):
+    """With a survey that stores rotational asymmetry, the summary says what ranking by it alone finds."""
+    import json
+
+    from galclip.data.shards import ShardWriter
+
+    n = 60
+    x, _ = clustered(n, 8, 3, 0.35, seed=5)
+    merger = (np.arange(n) % 4 == 0).astype(float)
+    asym = merger + np.random.default_rng(0).normal(0, 0.1, n)
+    asym[4] = np.nan  # an unmeasured merger ranks last
+    w = ShardWriter(tmp_path / "survey", ["g"], 8, None, label_columns=["merger"], tabular_columns=["morph_asymmetry"],
+                    shard_size=100, provenance={"source": "test"})
+    for i in range(n):
+        w.add(dict(object_id=f"s{i}", ra=0.0, dec=0.0, z=0.1, image_array=np.zeros((1, 8, 8), np.float32),
+                   image_ivar=np.ones((1, 8, 8), np.float32), has_spectrum=False, merger=merger[i],
+                   tabular={"morph_asymmetry": asym[i]}))
+    w.close()
+    idmap = dict(object_id=np.array([f"s{i}" for i in range(n)], dtype=object), ra=np.zeros(n), dec=np.zeros(n),
+                 has_image=np.ones(n, bool), has_spectrum=np.zeros(n, bool))
+    idx = build_index_dir(tmp_path / "idx", idmap, {"image": x}, "image", labels={"merger": merger})
+    cfg = CandidatesConfig(index=str(idx), out=str(tmp_path / "c"), from_label="merger", n_known=4, top_n=4,
+                           repeats=2, dataset=str(tmp_path / "survey"))
+    run_candidates(cfg)
+    ref = json.loads((tmp_path / "c" / "summary.json").read_text())["zero_label_asymmetry_precision"]
+    assert ref["draws"] == 2 and ref["top10_mean"] == 1.0  # 10 of the 14 measured mergers are never known
+    assert ref["base_rate_mean"] == pytest.approx(11 / 56)  # the known mergers are left out, as in the ranking
+    assert ref["top50_mean"] <= 11 / 50  # every remaining merger, then non-mergers

@@ -16,6 +16,7 @@ labelled survey with ``galclip embed``'s code, and the few-label stages run on t
 * ``probe_auc_<n>``: a linear probe on the same vector (class-balanced logistic regression, C = 1);
 * ``metric_auc_<n>``: the metric-learning head (``galclip_image_metric``);
 * ``morph_lr_auc_<n>``: the classical reference, statistics + logistic regression;
+* ``zero_auc_<n>``: ranking by rotational asymmetry alone, no labels (``asymmetry_only``);
 * ``<head>_minus_morph_<n>`` (``_ci95``, ``<head>_ahead_of_morph_<n>``): each head minus that
   reference on the same draws, with a bootstrap interval over the draws;
 * ``knn_bacc_10``: ``galclip label``'s weighted kNN with 10 labelled galaxies per class,
@@ -135,7 +136,7 @@ def draws(y: np.ndarray, n: int, seeds: int) -> list[tuple[np.ndarray, np.ndarra
 
 
 HEADS = {"head": "galclip_image", "fused": "galclip_image_tabular", "metric": "galclip_image_metric",
-         "fusion": "galclip_fusion"}
+         "fusion": "galclip_fusion", "zero": "asymmetry_only"}
 
 
 def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],

@@ -62,6 +62,12 @@ ALL_COLUMNS: tuple[str, ...] = MORPH_COLUMNS + MID_COLUMNS + COMPANION_COLUMNS +
 MERGER_STATISTIC = "asymmetry"
 
 
+def stored_column(name: str, columns: Sequence[str]) -> str | None:
+    """The dataset column holding statistic ``name``: as measured (``gini``) or as ingest and
+    the simulator store it (``morph_gini``); None if neither is there."""
+    return next((c for c in (name, f"morph_{name}") if c in columns), None)
+
+
 @dataclasses.dataclass
 class MorphologyOptions:
     """How the morphology stamp is made and measured.

@@ -321,8 +321,9 @@ def _headline(summary: list[dict[str, Any]], metric: str = "roc_auc") -> dict[st
     heads = [v for v in (get("galclip_fusion", b100), get("galclip_fusion_morph", b100)) if np.isfinite(v)]
     fus = max(heads) if heads else math.nan
     out["fusion_minus_morphology_lr"] = fus - get("morphology_lr", b100)
-    if np.isfinite(get("asymmetry_only", b100)):  # against the zero-label statistic
-        out["fusion_minus_asymmetry_only"] = fus - get("asymmetry_only", b100)
+    zero = get("asymmetry_only", b100)
+    if np.isfinite(zero):  # against the zero-label statistic
+        out["fusion_minus_asymmetry_only"] = fus - zero
     singles = {m: get(m, bmax) for m in ("galclip_image", "galclip_spectrum", "image_ssl", "cnn_scratch",
                                           "morphology_lr", "tabular_head")}
     singles = {k: v for k, v in singles.items() if np.isfinite(v)}

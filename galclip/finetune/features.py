@@ -144,16 +144,11 @@ def morphology_features(dataset: SurveyDataset, cache_dir: str | Path | None = N
     """
     from tqdm.auto import tqdm
 
-    from galclip.data.morphology import ALL_COLUMNS, MorphologyOptions, morphology_table
+    from galclip.data.morphology import ALL_COLUMNS, MorphologyOptions, morphology_table, stored_column
 
     names = [c for c in ALL_COLUMNS if c != "flag"]
     stored = list(dataset.tabular_names)
-    found = {}
-    for c in names:
-        for cand in (c, f"morph_{c}"):
-            if cand in stored:
-                found[c] = cand
-                break
+    found = {c: col for c in names if (col := stored_column(c, stored)) is not None}
     if len(found) >= 4:
         cols = list(found)
         return np.stack([dataset.column(found[c]).astype(np.float64) for c in cols], 1), cols

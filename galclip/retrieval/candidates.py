@@ -163,7 +163,13 @@ def draw_known(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 def precision_at(table: Table, store: EmbeddingStore, label: str, cuts: tuple[int, ...] = (10, 20, 50, 100)) -> dict:
     """Fraction of true positives (stored ``label`` == 1) in the top N, and the base rate."""
-    truth = store.label(label)[store.rows_of(list(table["object_id"]))]
+    return _precision_of_rows(store.rows_of(list(table["object_id"])), store, label, cuts)
+
+
+def _precision_of_rows(rows: np.ndarray, store: EmbeddingStore, label: str,
+                       cuts: tuple[int, ...] = (10, 20, 50, 100)) -> dict:
+    """:func:`precision_at` of store rows already in ranked order."""
+    truth = store.label(label)[rows]
     out = {f"top{n}": float(np.mean(truth[:n] == 1)) for n in cuts if n <= len(truth)}
     out["base_rate"] = float(np.mean(truth == 1)) if len(truth) else float("nan")
     return out
@@ -187,10 +193,10 @@ def _statistic_ranking(store: EmbeddingStore, dataset: str | Path) -> np.ndarray
     """Store rows ordered by the dataset's stored rotational asymmetry (most asymmetric first;
     unmeasured last), or None where the dataset has no such column."""
     from galclip.data.dataset import DataConfig, SurveyDataset
-    from galclip.data.morphology import MERGER_STATISTIC
+    from galclip.data.morphology import MERGER_STATISTIC, stored_column
 
     ds = SurveyDataset(DataConfig(path=str(dataset)))
-    col = next((c for c in (f"morph_{MERGER_STATISTIC}", MERGER_STATISTIC) if c in ds.tabular_names), None)
+    col = stored_column(MERGER_STATISTIC, ds.tabular_names)
     if col is None:
         return None
     rows = store.rows_of([str(i) for i in ds.column("object_id")], strict=False)
@@ -210,7 +216,7 @@ def _zero_label_precision(store: EmbeddingStore, dataset: str | Path, cfg: Candi
     for k in range(max(cfg.repeats, 1)):
         known = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed + k) if cfg.exclude_known else []
         kept = order[~np.isin(order, known)]
-        runs.append(precision_at(Table({"object_id": store.object_id[kept]}), store, cfg.from_label))
+        runs.append(_precision_of_rows(kept, store, cfg.from_label))
     return {f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in runs[0]} | {"draws": len(runs)}
 
 

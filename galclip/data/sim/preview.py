@@ -52,8 +52,10 @@ def write_preview(cfg: "SimulateConfig", path: Path) -> Path:
                 extra += f" {row['companion_sep_kpc']:.0f} kpc"
             if row["tidal_frac"] > 0:
                 extra += f" tidal {100 * row['tidal_frac']:.0f}%"
-            ax_i.set_title(f"{name}{extra}\nz={row['redshift']:.3f} r={row['mag_r']:.1f} g-r={row.get('g_r', np.nan):.2f}",
-                           fontsize=7)
+            # one line each for the stage, its merger parameters and the photometry: on one line
+            # they ran past the image panel and the figure's left edge clipped them
+            lines = [name, extra.strip(), f"z={row['redshift']:.3f} r={row['mag_r']:.1f} g-r={row.get('g_r', np.nan):.2f}"]
+            ax_i.set_title("\n".join(x for x in lines if x), fontsize=7)
             good = row[S.SPEC_IVAR] > 0
             f = np.where(good, row[S.SPEC_FLUX], np.nan)
             kern = np.ones(5) / 5

@@ -137,3 +137,8 @@ def test_candidates_report_the_zero_label_asymmetry_ranking(tmp_path, clustered)
     assert ref["draws"] == 2 and ref["top10_mean"] == 1.0  # 10 of the 14 measured mergers are never known
     assert ref["base_rate_mean"] == pytest.approx(11 / 56)  # the known mergers are left out, as in the ranking
     assert ref["top50_mean"] <= 11 / 50  # every remaining merger, then non-mergers
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    page = (tmp_path / "c" / "report.html").read_text()
+    # the page says how reliable its gallery is: both precisions, as summary.json has them
+    assert f"precision@20 = {summary['precision_at_draws']['top20_mean']:.3f}" in page
+    assert f"with no known mergers: {ref['top20_mean']:.3f}" in page

@@ -23,6 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_throughput import cpu_model  # noqa: E402
+
 GFLOPS_SNIPPET = """
 import time, torch
 a = torch.randn(2048, 2048); torch.mm(a, a)
@@ -43,16 +47,6 @@ def _env(cores: list[int]) -> dict[str, str]:
 def _pinned(cmd: list[str], cores: list[int], **kw) -> subprocess.CompletedProcess:
     """Run ``cmd`` with its affinity (and so its children's) set to ``cores``."""
     return subprocess.run(cmd, env=_env(cores), preexec_fn=lambda: os.sched_setaffinity(0, cores), **kw)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _auc_table(results_csv: Path) -> dict[str, dict[str, float]]:
@@ -92,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": " ".join(cmd),
         "cores": args.cores,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "matmul_2048_gflops_on_these_cores": round(gflops, 1),
         "wall_seconds": round(wall, 1),
         "stage_seconds": summary["timings_s"],

@@ -12,7 +12,8 @@ labelled survey with ``galclip embed``'s code, and the few-label stages run on t
 
 * ``head_auc_<n>``: galclip's few-label head (``galclip_image`` of ``galclip evaluate``:
   the late-fusion head on the image vector) trained on n mergers + n non-mergers;
-* ``fused_auc_<n>``: the same head + the morphology statistics (``galclip_image_tabular``);
+* ``fused_auc_<n>``: the same head + the morphology statistics (``galclip_image_tabular``; flagged
+  statmorph fits repaired from the representation as ``galclip evaluate`` does, ``--no-repair``: as measured);
 * ``probe_auc_<n>``: a linear probe on the same vector (class-balanced logistic regression, C = 1);
 * ``metric_auc_<n>``: the metric-learning head (``galclip_image_metric``);
 * ``morph_lr_auc_<n>``: the classical reference, statistics + logistic regression;
@@ -52,10 +53,11 @@ sys.path.insert(0, str(ROOT))
 from galclip.config import load_config  # noqa: E402
 from galclip.data.dataset import DataConfig  # noqa: E402
 from galclip.encode import embed_checkpoint, fit_representation  # noqa: E402
-from galclip.finetune.features import load_batches  # noqa: E402
+from galclip.finetune.features import load_batches, morphology_flag  # noqa: E402
 from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.evaluate import EvaluateConfig  # noqa: E402
 from galclip.finetune.methods import METHODS, Bench  # noqa: E402
+from galclip.finetune.repair import StatisticRepair  # noqa: E402
 from galclip.finetune.tabular_inputs import build_tabular  # noqa: E402
 from galclip.models.checkpoint import save_checkpoint  # noqa: E402
 from galclip.models.galclip import build_model  # noqa: E402
@@ -140,8 +142,13 @@ HEADS = {"head": "galclip_image", "fused": "galclip_image_tabular", "metric": "g
 
 
 def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
-              n: int, seeds: int, heads: list[str], head_kind: str = "linear") -> dict[str, float]:
-    """galclip's few-label heads (embedding only; + morphology) and morphology + LR, mean ROC AUC."""
+              n: int, seeds: int, heads: list[str], head_kind: str = "linear",
+              flag: np.ndarray | None = None) -> dict[str, float]:
+    """galclip's few-label heads (embedding only; + morphology) and morphology + LR, mean ROC AUC.
+
+    With ``flag`` (statmorph's, per row) the heads that read the image get the statistics of
+    flagged fits repaired from ``vec`` as ``galclip evaluate`` does; morphology + LR always reads
+    the measured statistics."""
     cfg = EvaluateConfig()
     cfg.head.kind = head_kind
     has_spec = np.zeros(len(y), bool) if spectrum is None else np.isfinite(spectrum).all(1)
@@ -152,8 +159,13 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
 
     morph_cols = [j for j, c in enumerate(tab_names) if c.removeprefix("morph_") in ALL_COLUMNS and c != "morph_flag"]
     res: dict[str, list[float]] = {k: [] for k in [*heads, "morph_lr"]}
+    # label-free, so fitted on every galaxy of the sample, as the statistics' scaler is here (the
+    # unlabelled survey an astronomer has); evaluate fits both on its non-test rows
+    repair = StatisticRepair.fit(feats["image"], tab, tab_names, flag, np.arange(len(y)), cfg.tabular.repair)
     for tr, te in draws(y, n, seeds):
         bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols)
+        if repair is not None:
+            bench.repaired_tab["pretrained"] = repair.apply(feats["image"], tab, tab_names, flag)
         for key in heads:
             if key == "probe":  # the classical linear probe: class-balanced logistic regression, C = 1
                 p, _ = morphology_lr(feats["image"][tr], y[tr], feats["image"][te], 1.0, cfg.train.cv_folds, seed=0)
@@ -215,7 +227,7 @@ def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, 
 
 
 def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
-             vectors: list[str], heads: list[str], head_kind: str = "linear") -> dict[str, dict]:
+             vectors: list[str], heads: list[str], head_kind: str = "linear", repair: bool = True) -> dict[str, dict]:
     arrays, _ = embed_checkpoint(ckpt, DataConfig(path=data), progress=False)
     y = (np.nan_to_num(arrays[label]) > 0).astype(int)
     from galclip.data.dataset import SurveyDataset
@@ -231,7 +243,8 @@ def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
         vec = arrays[key].astype(np.float32)
         row: dict[str, float] = {}
         for n in budgets:
-            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds, heads, head_kind))
+            row.update(head_aucs(vec, spectrum, y, tab, names, n, seeds, heads, head_kind,
+                                 morphology_flag(ds) if repair else None))
         row.update(knn_and_candidates(vec, y, seeds))
         out[vector] = row
     return out
@@ -253,6 +266,8 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
     ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
     ap.add_argument("--reuse", action="store_true", help="evaluate checkpoints already in --keep (minutes = their fit time)")
+    ap.add_argument("--no-repair", action="store_true",
+                    help="heads read the measured statistics of flagged fits too (rows keyed .../measured)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     path = ROOT / "benchmarks" / "results" / f"representation_{args.name}.json"
@@ -269,11 +284,13 @@ def main() -> None:
                **{k: metrics[k] for k in ("val/i2s_top1", "val/i2s_top5", "val/s2i_top1", "val/s2i_top5",
                                           "val/i2s_median_rank_frac") if k in metrics},
                **evaluate(ckpt, args.eval_data, args.label, args.seeds, [int(b) for b in args.budgets.split(",")],
-                        args.vectors.split(","), args.heads.split(","), args.head_kind),
+                        args.vectors.split(","), args.heads.split(","), args.head_kind, not args.no_repair),
                "head_kind": args.head_kind}
         key = f"{variant}@{args.steps}" + ("" if args.head_kind == "late" else f"/{args.head_kind}")
         if args.heads == "probe":
             key += "/probe"
+        if args.no_repair:
+            key += "/measured"
         results["rows"][key] = row
         path.write_text(json.dumps(results, indent=1))
         print(variant, json.dumps(row), flush=True)

@@ -32,7 +32,7 @@ from galclip.finetune.labels import labeled_dataset, merger_probability, n_class
 from galclip.finetune.methods import ALL_METHODS, METHODS, Bench, Method
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
 from galclip.finetune.sampling import holdout_split, stratified_budget
-from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular
+from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, repaired_tabular
 from galclip.models import build_model
 from galclip.tables import columns_table, write_table
 from galclip.utils.io import atomic_path, atomic_write_json
@@ -188,7 +188,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     extra = {"checkpoint_sha256": ckpt.sha256, "tabular_columns": bench.tab_names,
              "morphology_columns": [bench.tab_names[j] for j in bench.morph_cols], "n_rows": len(dataset),
              "n_pool": int(pool.size), "n_test": int(test.size), "n_test_mergers": int(yi[test].sum()),
-             "budgets": budgets}
+             "budgets": budgets, "statistics_repaired_for": sorted(bench.repaired_tab)}
     runs = _Runs(yi)
     last_plot = time.time()
     for budget, seed in tqdm([(b, s) for b in budgets for s in cfg.seeds], desc="budgets×seeds",
@@ -252,6 +252,11 @@ def _bench(cfg: EvaluateConfig, ckpt: Checkpoint, dataset: SurveyDataset, cache:
         fit_rows = np.setdiff1d(np.arange(len(dataset)), test)
         tab, bench.tab_names, _ = build_tabular(dataset, cfg.tabular, fit_rows, cache, cfg.n_jobs)
         bench.tab = tab if bench.tab_names else None
+        for key, feats in bench.features.items() if bench.tab is not None else ():
+            if "image" in feats:
+                fixed, repair = repaired_tabular(dataset, cfg.tabular, tab, bench.tab_names, feats["image"], fit_rows)
+                if repair is not None:
+                    bench.repaired_tab[key] = fixed
     from galclip.data.morphology import ALL_COLUMNS
 
     # the classical baseline uses the morphology statistics only (not other catalogue columns)

@@ -58,6 +58,9 @@ class Bench:
     tab_names: list[str] = dataclasses.field(default_factory=list)
     morph_cols: list[int] = dataclasses.field(default_factory=list)
     images: torch.Tensor | None = None
+    # encoder → ``tab`` with flagged fits' statistics estimated from that encoder's image
+    # representation (galclip.finetune.repair); heads that read the image use it, baselines never
+    repaired_tab: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def has_spectra(self) -> bool:
@@ -106,7 +109,9 @@ class HeadMethod:
     def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
         t0 = time.time()
         cfg, feats, mods = bench.cfg, bench.features[self.features], self._modalities(bench)
-        tab = bench.tab if self.tabular else None
+        tab = None
+        if self.tabular:
+            tab = bench.repaired_tab.get(self.features, bench.tab) if "image" in mods else bench.tab
         hcfg = dataclasses.replace(cfg.head, kind=self.kind or cfg.head.kind,
                                    tabular=cfg.tabular_head if self.tabular else "none")
         factory = head_factory(hcfg, feats, mods, 1, bench.tab_names if self.tabular else [], seed)

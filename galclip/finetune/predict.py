@@ -24,10 +24,11 @@ from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import load_checkpoint, open_dataset
 from galclip.errors import ConfigError, InputFileError
-from galclip.finetune.features import extract_features, feature_tensors, output_dirs, tabular_raw
+from galclip.finetune.features import extract_features, feature_tensors, morphology_flag, output_dirs, tabular_raw
 from galclip.finetune.head_io import data_signature, knn_distance, load_head, load_reference, signature_mismatch
 from galclip.finetune.head_training import predict
 from galclip.finetune.labels import merger_probability
+from galclip.finetune.repair import StatisticRepair
 from galclip.finetune.tabular_inputs import TabularInputConfig
 from galclip.tables import columns_table, write_table
 from galclip.utils.io import atomic_write_json
@@ -89,6 +90,23 @@ def _tabular(dataset: SurveyDataset, meta: dict[str, Any], cache: Path, n_jobs: 
     return prep.transform(raw, cols).astype(np.float32)
 
 
+def _repair(dataset: SurveyDataset, meta: dict[str, Any], tab: np.ndarray | None,
+            feats: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Flagged fits' statistics estimated from the representation, as the head was trained with
+    (``galclip.finetune.repair``); also which rows were repaired (None: no repair)."""
+    spec = meta.get("tabular_repair")
+    if tab is None or not spec:
+        return tab, None
+    flag = morphology_flag(dataset)
+    if flag is None:
+        log.warning("%s stores no morphology flag: the head was trained with flagged fits' statistics repaired, "
+                    "these are used as measured", dataset.cfg.path)
+        return tab, None
+    repair = StatisticRepair.from_dict(spec)
+    cols = list(meta["tabular_columns"])
+    return repair.apply(feats["image"], tab, cols, flag), np.nan_to_num(flag, nan=0.0) >= repair.min_flag
+
+
 def _ood(feats: dict[str, np.ndarray], reference: dict[str, np.ndarray], modalities: list[str]) -> dict[str, np.ndarray]:
     """kNN distance to the training embeddings per modality, and the out-of-distribution flag."""
     n = len(next(iter(feats.values())))
@@ -119,6 +137,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     tab = _tabular(dataset, meta, cache, cfg.n_jobs)
     feats = extract_features(ckpt.model, dataset, tokens=head.needs_tokens, batch_size=cfg.batch_size,
                              progress=cfg.progress)
+    tab, repaired = _repair(dataset, meta, tab, feats)
     modalities = list(meta.get("modalities", ["image", "spectrum"]))
     rows = np.arange(len(dataset))
     prob = predict(head, feature_tensors(feats, rows, tab, keep=modalities))
@@ -130,7 +149,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
              "dec": dataset.column(S.DEC), "p_merger": p_merger, "predicted": (p_merger >= thr).astype(int),
              "threshold": np.full(len(dataset), thr),
              **{f"has_{m}": feats[f"has_{m}"].astype(bool) for m in ("image", "spectrum") if f"has_{m}" in feats},
-             **flags}
+             **flags, **({"statistics_repaired": repaired} if repaired is not None else {})}
     write_table(columns_table(table, {"thresh": thr}), out / "predictions", tuple(cfg.formats))
     summary = {"model": str(cfg.model), "data": cfg.data.path, "n": int(len(dataset)), "threshold": thr,
                "n_predicted_mergers": int(table["predicted"].sum()), "n_ood": int(flags["ood"].sum()),

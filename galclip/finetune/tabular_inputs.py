@@ -15,7 +15,8 @@ import numpy as np
 
 from galclip.data.dataset import SurveyDataset
 from galclip.data.tabular import TabularPrepConfig, TabularPreprocessor
-from galclip.finetune.features import tabular_raw
+from galclip.finetune.features import morphology_flag, tabular_raw
+from galclip.finetune.repair import RepairConfig, StatisticRepair
 
 
 @dataclasses.dataclass
@@ -26,11 +27,14 @@ class TabularInputConfig:
         columns: stored catalogue columns (``tabular/<name>`` of the dataset); None = all.
         morphology: add Gini/M20/asymmetry/concentration/... measured with statmorph (cached).
         prep: cleaning/standardisation of the columns.
+        repair: statistics of flagged statmorph fits replaced by their estimate from the image
+            representation (``galclip.finetune.repair``; heads on pretrained features only).
     """
 
     columns: list[str] | None = None
     morphology: bool = True
     prep: TabularPrepConfig = dataclasses.field(default_factory=TabularPrepConfig)
+    repair: RepairConfig = dataclasses.field(default_factory=RepairConfig)
 
 
 def build_tabular(dataset: SurveyDataset, cfg: TabularInputConfig, fit_rows: np.ndarray,
@@ -53,3 +57,14 @@ def build_tabular(dataset: SurveyDataset, cfg: TabularInputConfig, fit_rows: np.
 
 def prep_to_dict(prep: TabularPreprocessor | None) -> dict[str, Any] | None:
     return None if prep is None else prep.to_dict()
+
+
+def repaired_tabular(dataset: SurveyDataset, cfg: TabularInputConfig, tab: np.ndarray, names: list[str],
+                     representation: np.ndarray, fit_rows: np.ndarray) -> tuple[np.ndarray, StatisticRepair | None]:
+    """``tab`` with flagged fits' statistics estimated from ``representation`` (fitted label-free on
+    ``fit_rows``), and the fitted repair (None: nothing repaired, ``tab`` returned as is)."""
+    flag = morphology_flag(dataset)
+    repair = StatisticRepair.fit(representation, tab, names, flag, fit_rows, cfg.repair) if cfg.morphology else None
+    if repair is None or flag is None:
+        return tab, None
+    return repair.apply(representation, tab, names, flag), repair

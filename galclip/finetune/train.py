@@ -28,7 +28,8 @@ from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, 
 from galclip.finetune.heads import FusionClassifier, HeadConfig
 from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
 from galclip.finetune.sampling import holdout_split, stratified_budget
-from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, prep_to_dict
+from galclip.finetune.repair import repair_dict
+from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, prep_to_dict, repaired_tabular
 from galclip.tables import columns_table, write_table
 from galclip.utils.io import atomic_write_json
 
@@ -165,14 +166,16 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     n_out = n_classes(y, cfg.label)
     log.info("%d rows, %d labeled for training, %d test, %d output(s)", len(dataset), train_idx.size, test.size, n_out)
 
-    tab, tab_names, prep = None, [], None
+    tab, tab_names, prep, repair = None, [], None, None
+    fit_rows = np.setdiff1d(np.arange(len(dataset)), test)
     if cfg.head.tabular != "none":
-        fit_rows = np.setdiff1d(np.arange(len(dataset)), test)
         tab, tab_names, prep = build_tabular(dataset, cfg.tabular, fit_rows, cache, cfg.n_jobs)
     frozen = cfg.unfreeze_blocks <= 0
     tokens = cfg.head.kind == "cross_attention"
     feats = extract_features(model, dataset, tokens=tokens, batch_size=cfg.batch_size, cache_dir=cache if frozen else None,
                              model_key=sha, progress=cfg.progress)
+    if tab is not None and frozen and "image" in feats:  # an unfrozen encoder changes the representation
+        tab, repair = repaired_tabular(dataset, cfg.tabular, tab, tab_names, feats["image"], fit_rows)
     factory = head_factory(cfg.head, feats, cfg.modalities, n_out, tab_names, cfg.train.seed)
     if frozen:
         ftrain = feature_tensors(feats, train_idx, tab, keep=cfg.modalities)
@@ -221,7 +224,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     meta = {"format": "galclip-head", "version": 1, "head": to_dict(cfg.head), "n_out": n_out,
             "embed_dims": {m: int(feats[m].shape[1]) for m in cfg.modalities},
             "token_dims": {m: int(feats[f"{m}_tokens"].shape[2]) for m in cfg.modalities if f"{m}_tokens" in feats},
-            "tabular_columns": tab_names, "tabular_prep": prep_to_dict(prep), "threshold": thr,
+            "tabular_columns": tab_names, "tabular_prep": prep_to_dict(prep), "tabular_repair": repair_dict(repair),
+            "threshold": thr,
             "label": cfg.label, "modalities": list(cfg.modalities), "checkpoint": str(cfg.checkpoint),
             "checkpoint_sha256": sha, "unfreeze_blocks": cfg.unfreeze_blocks, "config": to_dict(cfg),
             "data": data_signature(dataset)}

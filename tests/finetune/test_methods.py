@@ -85,3 +85,28 @@ def test_asymmetry_only_ranks_without_labels() -> None:
     assert np.array_equal(p, p2) and thr != thr2  # labels move the threshold, never the ranking
     assert ((p > 0) & (p <= 1)).all() and p[rows == 4][0] == p.min() < np.delete(p, 2).min()
     assert roc_auc_score(y[rows], p) > 0.8
+
+
+def test_repaired_statistics_reach_image_heads_but_never_the_classical_baselines() -> None:
+    """Bench.repaired_tab (flagged fits' statistics from the representation) feeds heads that read
+    the image; morphology + LR and the statistics-only head keep the measured values."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], 30)
+    img = rng.normal(size=(60, 4)).astype(np.float32)  # the image says nothing...
+    measured = rng.normal(size=(60, 2))  # ...nor do the measured statistics...
+    repaired = measured.copy()
+    repaired[:, 0] += 3.0 * y  # ...only the repaired ones carry the label
+    feats = {"pretrained": {"image": img, "has_image": np.ones(60, bool), "has_spectrum": np.zeros(60, bool)}}
+    bench = Bench(EvaluateConfig(), y, np.arange(0, 60, 2), feats, measured, ["gini", "asymmetry"], [0, 1],
+                  repaired_tab={"pretrained": repaired})
+    train = np.arange(1, 60, 2)
+
+    def auc(name: str) -> float:
+        _, scored = METHODS[name].run(bench, train, 0)
+        _, rows, p, _ = scored[0]
+        return roc_auc_score(y[rows], p)
+
+    assert auc("galclip_image_tabular") > 0.9
+    assert auc("tabular_head") < 0.8 and auc("morphology_lr") < 0.8

@@ -22,7 +22,7 @@ from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import MODALITIES, tabular_names
-from galclip.finetune.features import extract_features, feature_tensors, output_dirs
+from galclip.finetune.features import extract_features, feature_tensors, morphology_flag, output_dirs
 from galclip.finetune.head_io import data_signature, head_factory, save_head, save_reference
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import FusionClassifier, HeadConfig
@@ -215,6 +215,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     for name, p in probs.items():
         if name != "both":
             table[f"p_merger_{name}"] = merger_probability(p, cfg.label)
+    if repair is not None:  # which rows the head saw with statistics estimated from the representation
+        table["statistics_repaired"] = np.nan_to_num(morphology_flag(dataset), nan=0.0) >= repair.min_flag
     if p_all.ndim == 2:
         for k in range(p_all.shape[1]):
             stage = S.MERGER_STAGES[k] if cfg.label == "merger_stage" and k < len(S.MERGER_STAGES) else str(k)

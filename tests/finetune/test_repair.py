@@ -97,6 +97,8 @@ def test_finetune_stores_the_repair_and_predict_applies_it(flagged_survey):
     run_finetune(ft)
     meta = json.loads((root / "ft" / "head.json").read_text())
     assert sorted(meta["tabular_repair"]["columns"]) == ["asymmetry", "concentration", "gini", "m20"]
+    trained = list(csv.DictReader(open(root / "ft" / "predictions.csv")))
+    assert [r["statistics_repaired"] for r in trained] == [str(i % 3 == 1) for i in range(60)]
     pred = PredictConfig(model=str(root / "ft"), out=str(root / "pred"), progress=False)
     pred.data.path = str(root / "s")
     run_predict(pred)

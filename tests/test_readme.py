@@ -67,8 +67,8 @@ REP_INGEST = "galclip ingest --config configs/ingest_sdss_jpeg.yaml --out data/s
 MY_INGEST = "galclip ingest --config configs/ingest_sdss_jpeg.yaml --out data/my_survey images=[my_cutouts/]"
 MY_PRETRAIN = ("galclip pretrain --config configs/pretrain_image_only.yaml --data data/my_survey "
                "--out runs/my_pretrain")
-MY_FINETUNE = ("galclip finetune --data data/my_survey --checkpoint runs/my_pretrain --labels my_labels.csv "
-               "test_fraction=0 --out runs/my_head")
+MY_FINETUNE = ("galclip finetune --config configs/finetune.yaml --data data/my_survey --checkpoint runs/my_pretrain "
+               "--labels my_labels.csv test_fraction=0 --out runs/my_head")
 
 TABLE: dict[str, How] = {
     'python3 -m venv .venv && .venv/bin/pip install -e .[dev]':
@@ -88,7 +88,7 @@ TABLE: dict[str, How] = {
             after=(DEMO,), ddp=True, check="runs/ddp/metrics.json:world_size=2,steps=2,global_batch=8"),
     INGEST: How(),
     OWN_PRETRAIN: How(append=tuple(PRETRAIN_SMALL), after=(INGEST,)),
-    "galclip finetune --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_finetune":
+    "galclip finetune --config configs/finetune.yaml --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_finetune":
         How(append=("n_labels=12", *HEAD_SMALL), after=(OWN_PRETRAIN,)),
     "galclip evaluate --data data/mysurvey --checkpoint runs/my_pretrain --out runs/my_eval":
         How(append=("budgets=[10]", "seeds=[0]", *HEAD_SMALL), after=(OWN_PRETRAIN,)),

@@ -24,7 +24,8 @@ def _data(n: int = 200, seed: int = 0):
 
 
 def test_only_statmorph_outputs_are_repaired():
-    assert statmorph_columns(["asymmetry", "flag", "n_companions", "companion_flux_ratio", "mass", "deviation"]) == [0, 5]
+    names = ["asymmetry", "flag", "n_companions", "companion_flux_ratio", "mass", "deviation"]
+    assert statmorph_columns(names) == [0, 5]
 
 
 def test_flagged_statistics_are_replaced_by_the_representation_estimate():

@@ -162,10 +162,9 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
     # label-free, so fitted on every galaxy of the sample, as the statistics' scaler is here (the
     # unlabelled survey an astronomer has); evaluate fits both on its non-test rows
     repair = StatisticRepair.fit(feats["image"], tab, tab_names, flag, np.arange(len(y)), cfg.tabular.repair)
+    repaired = {} if repair is None else {"pretrained": repair.apply(feats["image"], tab, tab_names, flag)}
     for tr, te in draws(y, n, seeds):
-        bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols)
-        if repair is not None:
-            bench.repaired_tab["pretrained"] = repair.apply(feats["image"], tab, tab_names, flag)
+        bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols, repaired_tab=repaired)
         for key in heads:
             if key == "probe":  # the classical linear probe: class-balanced logistic regression, C = 1
                 p, _ = morphology_lr(feats["image"][tr], y[tr], feats["image"][te], 1.0, cfg.train.cv_folds, seed=0)

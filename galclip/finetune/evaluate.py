@@ -25,7 +25,7 @@ from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import Checkpoint, check_compatible, fit_representation, load_checkpoint
 from galclip.finetune.baselines import CNNConfig
-from galclip.finetune.features import cached_features, extract_features, load_batches, output_dirs
+from galclip.finetune.features import cached_features, extract_features, load_batches, morphology_flag, output_dirs
 from galclip.finetune.head_training import HeadTrainConfig
 from galclip.finetune.heads import HeadConfig
 from galclip.finetune.labels import labeled_dataset, merger_probability, n_classes
@@ -252,9 +252,10 @@ def _bench(cfg: EvaluateConfig, ckpt: Checkpoint, dataset: SurveyDataset, cache:
         fit_rows = np.setdiff1d(np.arange(len(dataset)), test)
         tab, bench.tab_names, _ = build_tabular(dataset, cfg.tabular, fit_rows, cache, cfg.n_jobs)
         bench.tab = tab if bench.tab_names else None
-        for key, feats in bench.features.items() if bench.tab is not None else ():
+        flag = morphology_flag(dataset) if bench.tab is not None else None
+        for key, feats in bench.features.items() if flag is not None else ():
             if "image" in feats:
-                fixed, repair = repaired_tabular(dataset, cfg.tabular, tab, bench.tab_names, feats["image"], fit_rows)
+                fixed, repair = repaired_tabular(cfg.tabular, tab, bench.tab_names, feats["image"], flag, fit_rows)
                 if repair is not None:
                     bench.repaired_tab[key] = fixed
     from galclip.data.morphology import ALL_COLUMNS

@@ -104,7 +104,7 @@ def _repair(dataset: SurveyDataset, meta: dict[str, Any], tab: np.ndarray | None
         return tab, None
     repair = StatisticRepair.from_dict(spec)
     cols = list(meta["tabular_columns"])
-    return repair.apply(feats["image"], tab, cols, flag), np.nan_to_num(flag, nan=0.0) >= repair.min_flag
+    return repair.apply(feats["image"], tab, cols, flag), repair.repaired_rows(feats["image"], flag)
 
 
 def _ood(feats: dict[str, np.ndarray], reference: dict[str, np.ndarray], modalities: list[str]) -> dict[str, np.ndarray]:

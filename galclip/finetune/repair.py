@@ -83,10 +83,14 @@ class StatisticRepair:
         ridge = Ridge(alpha=cfg.alpha).fit((vec[good] - mean) / scale, tab[good][:, cols])
         return cls([names[j] for j in cols], cfg.min_flag, mean, scale, ridge.coef_, ridge.intercept_)
 
+    def repaired_rows(self, vec: np.ndarray, flag: np.ndarray) -> np.ndarray:
+        """Which rows :meth:`apply` replaces: flagged (``flag`` ≥ min_flag) with a representation."""
+        return (np.nan_to_num(flag, nan=0.0) >= self.min_flag) & np.isfinite(vec).all(1)
+
     def apply(self, vec: np.ndarray, tab: np.ndarray, names: Sequence[str], flag: np.ndarray) -> np.ndarray:
-        """``tab`` with the fitted columns of flagged rows (``flag`` ≥ min_flag) replaced."""
+        """``tab`` with the fitted columns of :meth:`repaired_rows` replaced."""
         cols = [list(names).index(c) for c in self.columns]
-        bad = np.flatnonzero((np.nan_to_num(flag, nan=0.0) >= self.min_flag) & np.isfinite(vec).all(1))
+        bad = np.flatnonzero(self.repaired_rows(vec, flag))
         out = tab.copy()
         if bad.size:
             pred = ((vec[bad] - self.mean) / self.scale) @ self.coef.T + self.intercept

@@ -15,7 +15,7 @@ import numpy as np
 
 from galclip.data.dataset import SurveyDataset
 from galclip.data.tabular import TabularPrepConfig, TabularPreprocessor
-from galclip.finetune.features import morphology_flag, tabular_raw
+from galclip.finetune.features import tabular_raw
 from galclip.finetune.repair import RepairConfig, StatisticRepair
 
 
@@ -59,11 +59,11 @@ def prep_to_dict(prep: TabularPreprocessor | None) -> dict[str, Any] | None:
     return None if prep is None else prep.to_dict()
 
 
-def repaired_tabular(dataset: SurveyDataset, cfg: TabularInputConfig, tab: np.ndarray, names: list[str],
-                     representation: np.ndarray, fit_rows: np.ndarray) -> tuple[np.ndarray, StatisticRepair | None]:
-    """``tab`` with flagged fits' statistics estimated from ``representation`` (fitted label-free on
-    ``fit_rows``), and the fitted repair (None: nothing repaired, ``tab`` returned as is)."""
-    flag = morphology_flag(dataset)
+def repaired_tabular(cfg: TabularInputConfig, tab: np.ndarray, names: list[str], representation: np.ndarray,
+                     flag: np.ndarray | None, fit_rows: np.ndarray) -> tuple[np.ndarray, StatisticRepair | None]:
+    """``tab`` with flagged fits' statistics (``flag``: :func:`morphology_flag` of the dataset)
+    estimated from ``representation`` (fitted label-free on ``fit_rows``), and the fitted repair
+    (None: nothing repaired, ``tab`` returned as is)."""
     repair = StatisticRepair.fit(representation, tab, names, flag, fit_rows, cfg.repair) if cfg.morphology else None
     if repair is None or flag is None:
         return tab, None

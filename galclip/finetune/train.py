@@ -175,7 +175,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     feats = extract_features(model, dataset, tokens=tokens, batch_size=cfg.batch_size, cache_dir=cache if frozen else None,
                              model_key=sha, progress=cfg.progress)
     if tab is not None and frozen and "image" in feats:  # an unfrozen encoder changes the representation
-        tab, repair = repaired_tabular(dataset, cfg.tabular, tab, tab_names, feats["image"], fit_rows)
+        flag = morphology_flag(dataset)
+        tab, repair = repaired_tabular(cfg.tabular, tab, tab_names, feats["image"], flag, fit_rows)
     factory = head_factory(cfg.head, feats, cfg.modalities, n_out, tab_names, cfg.train.seed)
     if frozen:
         ftrain = feature_tensors(feats, train_idx, tab, keep=cfg.modalities)
@@ -216,7 +217,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         if name != "both":
             table[f"p_merger_{name}"] = merger_probability(p, cfg.label)
     if repair is not None:  # which rows the head saw with statistics estimated from the representation
-        table["statistics_repaired"] = np.nan_to_num(morphology_flag(dataset), nan=0.0) >= repair.min_flag
+        table["statistics_repaired"] = repair.repaired_rows(feats["image"], flag)
     if p_all.ndim == 2:
         for k in range(p_all.shape[1]):
             stage = S.MERGER_STAGES[k] if cfg.label == "merger_stage" and k < len(S.MERGER_STAGES) else str(k)

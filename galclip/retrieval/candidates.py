@@ -184,9 +184,13 @@ def _precision_over_draws(store: EmbeddingStore, kind: str, neg: np.ndarray, cfg
         pos = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed + k)
         table = rank_candidates(store, kind, pos, neg, cfg.top_m, cfg.negative_weight, cfg.exclude_known, cfg.batch_rows)
         runs.append(precision_at(table, store, cfg.from_label))
-    out = {f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in runs[0]}
-    out |= {f"{k}_std": float(np.std([r[k] for r in runs])) for k in runs[0] if k != "base_rate"}
+    out = _mean_over(runs) | {f"{k}_std": float(np.std([r[k] for r in runs])) for k in runs[0] if k != "base_rate"}
     return out | {"draws": cfg.repeats, "n_known": cfg.n_known}
+
+
+def _mean_over(runs: list[dict]) -> dict:
+    """``<key>_mean`` of each precision over the draws."""
+    return {f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in runs[0]}
 
 
 def _statistic_ranking(store: EmbeddingStore, dataset: str | Path) -> np.ndarray | None:
@@ -217,7 +221,7 @@ def _zero_label_precision(store: EmbeddingStore, dataset: str | Path, cfg: Candi
         known = draw_known(store.label(cfg.from_label), cfg.n_known, cfg.seed + k) if cfg.exclude_known else []
         kept = order[~np.isin(order, known)]
         runs.append(_precision_of_rows(kept, store, cfg.from_label))
-    return {f"{k}_mean": float(np.mean([r[k] for r in runs])) for k in runs[0]} | {"draws": len(runs)}
+    return _mean_over(runs) | {"draws": len(runs)}
 
 
 def _precision_note(summary: dict) -> str:

@@ -127,7 +127,17 @@ def pretrain(variant: str, data: str, out: Path, steps: int, extra: list[str], r
 
 
 def draws(y: np.ndarray, n: int, seeds: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train rows, test rows) per seed: n + n labelled, everything else tested."""
+    """(train rows, test rows) per seed: n + n labelled, everything else tested.
+
+    ``n = 0`` ("all"): every label but one fold's, the ceiling a few-label budget approaches.
+    Stratified 5-fold splits (scikit-learn, ``random_state`` = repeat), repeated until there
+    are ``seeds`` folds; each fold is scored on its own rows."""
+    if n <= 0:
+        from sklearn.model_selection import StratifiedKFold
+
+        folds = [(tr, te) for r in range(-(-seeds // 5))
+                 for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y)]
+        return folds[:seeds]
     out = []
     for s in range(seeds):
         rng = np.random.default_rng(s)
@@ -178,11 +188,12 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
         xm = tab[:, morph_cols]
         p, _ = morphology_lr(xm[tr], y[tr], xm[te], cfg.morph_lr_c, cfg.train.cv_folds, seed=0)
         res["morph_lr"].append(roc_auc_score(y[te], p))
-    return {f"{k}_auc_{n}": round(float(np.mean(v)), 4) for k, v in res.items() if v} | {
-        f"{k}_auc_{n}_std": round(float(np.std(v)), 4) for k, v in res.items() if v} | _margins(res, n)
+    tag = n or "all"
+    return {f"{k}_auc_{tag}": round(float(np.mean(v)), 4) for k, v in res.items() if v} | {
+        f"{k}_auc_{tag}_std": round(float(np.std(v)), 4) for k, v in res.items() if v} | _margins(res, tag)
 
 
-def _margins(res: dict[str, list[float]], n: int) -> dict[str, object]:
+def _margins(res: dict[str, list[float]], n: int | str) -> dict[str, object]:
     """Each head minus morphology + LR on the same draws: mean, bootstrap 95 % interval over
     the draws, fraction of draws ahead. The draws share one sample of galaxies, so the
     interval is how well the draws pin the mean down on *this* sample, not across samples."""
@@ -249,6 +260,11 @@ def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
     return out
 
 
+def _budget(text: str) -> int:
+    """A ``--budgets`` entry: labels per class, or ``all`` (0: cross-validated, see :func:`draws`)."""
+    return 0 if text.strip() == "all" else int(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pretrain-data", required=True)
@@ -261,7 +277,7 @@ def main() -> None:
     ap.add_argument("--vectors", default="embedding,representation")
     ap.add_argument("--head-kind", default="linear", help="head.kind of the few-label heads (linear, late, ...)")
     ap.add_argument("--heads", default="head,fused", help=f"few-label heads to score, of probe,{','.join(HEADS)}")
-    ap.add_argument("--budgets", default="10,20")
+    ap.add_argument("--budgets", default="10,20", help="labels per class; 'all' = 5-fold CV on every label")
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
     ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
     ap.add_argument("--reuse", action="store_true", help="evaluate checkpoints already in --keep (minutes = their fit time)")
@@ -282,7 +298,7 @@ def main() -> None:
                "pretrain_minutes": round(minutes, 2), "val_morph_r2": metrics.get("val/morph_r2"),
                **{k: metrics[k] for k in ("val/i2s_top1", "val/i2s_top5", "val/s2i_top1", "val/s2i_top5",
                                           "val/i2s_median_rank_frac") if k in metrics},
-               **evaluate(ckpt, args.eval_data, args.label, args.seeds, [int(b) for b in args.budgets.split(",")],
+               **evaluate(ckpt, args.eval_data, args.label, args.seeds, [_budget(b) for b in args.budgets.split(",")],
                         args.vectors.split(","), args.heads.split(","), args.head_kind, not args.no_repair),
                "head_kind": args.head_kind}
         key = f"{variant}@{args.steps}" + ("" if args.head_kind == "late" else f"/{args.head_kind}")

@@ -68,3 +68,14 @@ def repaired_tabular(cfg: TabularInputConfig, tab: np.ndarray, names: list[str],
     if repair is None or flag is None:
         return tab, None
     return repair.apply(representation, tab, names, flag), repair
+
+
+def image_blind(tab: np.ndarray, names: list[str]) -> np.ndarray:
+    """``tab`` as an object without an image has it: its morphology statistics (measured on the
+    image) missing, its catalogue columns kept. Spectrum-only inference reads this, or it would
+    score the image through its statistics."""
+    from galclip.data.morphology import ALL_COLUMNS
+
+    out = np.array(tab, copy=True)
+    out[:, [j for j, c in enumerate(names) if c in ALL_COLUMNS]] = np.nan
+    return out

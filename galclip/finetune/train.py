@@ -29,7 +29,8 @@ from galclip.finetune.heads import FusionClassifier, HeadConfig
 from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
 from galclip.finetune.sampling import holdout_split, stratified_budget
 from galclip.finetune.repair import repair_dict
-from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, prep_to_dict, repaired_tabular
+from galclip.finetune.tabular_inputs import (TabularInputConfig, build_tabular, image_blind, prep_to_dict,
+                                             repaired_tabular)
 from galclip.tables import columns_table, write_table
 from galclip.utils.io import atomic_write_json
 
@@ -72,7 +73,8 @@ class FinetuneConfig:
     out: str = "runs/finetune"
     label: str = "merger"
     modalities: list[str] = dataclasses.field(default_factory=lambda: list(MODALITIES))
-    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    # the measured recipe (configs/finetune.yaml): the representation *and* the morphology statistics
+    head: HeadConfig = dataclasses.field(default_factory=lambda: HeadConfig(tabular="linear"))
     train: HeadTrainConfig = dataclasses.field(default_factory=HeadTrainConfig)
     tabular: TabularInputConfig = dataclasses.field(default_factory=TabularInputConfig)
     n_labels: int = 0
@@ -190,7 +192,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
 
     everything = np.arange(len(dataset))
     variants = {"both": list(cfg.modalities)} | {f"{m}_only": [m] for m in cfg.modalities if len(cfg.modalities) > 1}
-    probs = {name: predict(head, feature_tensors(feats, everything, tab, keep=keep)) for name, keep in variants.items()}
+    blind = None if tab is None else image_blind(tab, tab_names)
+    probs = {name: predict(head, feature_tensors(feats, everything, tab if "image" in keep else blind, keep=keep))
+             for name, keep in variants.items()}
     metrics: dict[str, Any] = {"threshold": thr, "n_train": int(train_idx.size), "n_test": int(test.size),
                                "checkpoint_sha256": sha, "label": cfg.label, "test": {}}
     for name, p in probs.items():

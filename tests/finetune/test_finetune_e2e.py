@@ -24,10 +24,12 @@ def tiny_ckpt(tiny_dataset: Path, tmp_path: Path) -> Path:
 
 
 def _ft_cfg(ds: Path, ckpt: Path, out: Path, *extra: str):
+    """Embedding-only heads unless a test asks for the statistics (statmorph on the tiny survey)."""
     from galclip.finetune.train import FinetuneConfig
 
     return load_config(FinetuneConfig, None, [f"data.path={ds}", "data.image.size=32", f"checkpoint={ckpt}",
-                                              f"out={out}", "train.epochs=15", "progress=false", *extra])
+                                              f"out={out}", "train.epochs=15", "progress=false", "head.tabular=none",
+                                              *extra])
 
 
 @pytest.mark.parametrize("kind", ["late", "cross_attention", "metric"])

@@ -105,3 +105,12 @@ def test_finetune_stores_the_repair_and_predict_applies_it(flagged_survey):
     run_predict(pred)
     rows = list(csv.DictReader(open(root / "pred" / "predictions.csv")))
     assert [r["statistics_repaired"] for r in rows] == [str(i % 3 == 1) for i in range(60)]
+
+
+def test_an_object_without_an_image_has_no_morphology_statistics():
+    from galclip.finetune.tabular_inputs import image_blind
+
+    tab = np.arange(12, dtype=np.float32).reshape(3, 4)
+    blind = image_blind(tab, ["asymmetry", "mass", "n_companions", "redshift"])
+    assert np.isnan(blind[:, [0, 2]]).all() and np.array_equal(blind[:, [1, 3]], tab[:, [1, 3]])
+    assert np.isfinite(tab).all()  # the caller's statistics are untouched

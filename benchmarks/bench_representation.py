@@ -30,7 +30,8 @@ Each is measured on the projection output (``vector=embedding``, the CLIP space)
 standardised pooled features (``vector=representation``, what galclip stores as
 ``image_features``). Fixed split, documented: ``numpy.random.default_rng(s)`` permutes the
 merger and the non-merger rows (dataset order); the first n of each train, every other
-galaxy is the test set, s = 0..seeds-1 (as ``bench_morphology_gz1.py``).
+galaxy is the test set, s = 0..seeds-1 (as ``bench_morphology_gz1.py``). ``--budgets all``
+(keys ``*_all``): every label but one fold's, repeated stratified 5-fold cross-validation.
 Writes ``benchmarks/results/representation_<name>.json`` (merged with earlier variants).
 """
 from __future__ import annotations

@@ -85,9 +85,6 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the rotational residual I - rot180(I) as extra input channels
     "recipe_resid": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true"]),
     "recipe_noresid": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=false"]),
-    # + the colour profiles (first band against the last per annulus, and its rotational residual)
-    "recipe_colour": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true",
-                                                            "loss.profile_colour=true"]),
     # paired (image + spectrum) surveys: the previous default (ViT, CLIP only) and the new one
     "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
                                                   "augment.image_noise=0.5"]),

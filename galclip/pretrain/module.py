@@ -24,7 +24,7 @@ from galclip.pretrain.augment import AugmentConfig, augment_images, augment_scal
 from galclip.pretrain.losses import SSLLoss, clip_loss
 from galclip.pretrain.metrics import embedding_metrics
 from galclip.pretrain.morph_targets import MorphTargets, morph_loss, r2_per_target
-from galclip.pretrain.profile_targets import ProfileStandardizer, profile_stats, structure_profiles
+from galclip.pretrain.profile_targets import STATS, ProfileStandardizer, structure_profiles
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ class LossConfig:
             lopsided or asymmetric, which the global statistics average away, and needs no
             catalogue.
         profile_annuli: annuli of the profiles (4 statistics each).
-        profile_colour: add the colour of each annulus (first band against the last) and the
-            rotational residual of the colour map (2 more statistics per annulus).
     """
 
     clip_weight: float = 1.0
@@ -62,7 +60,6 @@ class LossConfig:
     morph_columns: list[str] = dataclasses.field(default_factory=list)
     profile_weight: float = 1.0
     profile_annuli: int = 8
-    profile_colour: bool = False
 
     def __post_init__(self) -> None:
         if self.profile_annuli < 1:
@@ -113,7 +110,7 @@ class PretrainModule(pl.LightningModule):
         # a pretraining-only head: the embedding is the tower's pooled features it reads
         self.morph_head = (torch.nn.Linear(model.image_encoder.num_features, len(self.morph.names))
                            if self.morph is not None else None)
-        n_prof = len(profile_stats(loss.profile_colour)) * loss.profile_annuli
+        n_prof = len(STATS) * loss.profile_annuli
         self.use_profiles = loss.profile_weight > 0 and use_images
         self.profile_head = torch.nn.Linear(model.image_encoder.num_features, n_prof) if self.use_profiles else None
         self.profile_std = ProfileStandardizer(n_prof) if self.use_profiles else None
@@ -192,8 +189,7 @@ class PretrainModule(pl.LightningModule):
 
     def _profile_targets(self, batch: dict[str, torch.Tensor], update: bool) -> torch.Tensor:
         """Standardised structure profiles of the batch's un-augmented cutouts."""
-        t = structure_profiles(self.model.image_encoder.stretch(batch["image"]), self.loss_cfg.profile_annuli,
-                               self.loss_cfg.profile_colour)
+        t = structure_profiles(self.model.image_encoder.stretch(batch["image"]), self.loss_cfg.profile_annuli)
         keep = batch["has_image"].bool().to(t.device)
         if update:  # every rank calls it (a collective under DDP), even with no image in its shard
             self.profile_std.update(t[keep])
@@ -326,10 +322,9 @@ class PretrainModule(pl.LightningModule):
             r2 = r2_per_target(pred, target, np.ones_like(target, bool))
             if np.isfinite(r2).any():  # how much of the on-the-fly structure profiles the features hold
                 metrics["profile_r2"] = float(np.nanmean(r2))
-                stats = profile_stats(self.loss_cfg.profile_colour)
-                for j, stat in enumerate(stats):  # annulus-major columns: every len(stats)-th is one statistic
-                    if np.isfinite(r2[j::len(stats)]).any():
-                        metrics[f"profile_r2/{stat}"] = float(np.nanmean(r2[j::len(stats)]))
+                for j, stat in enumerate(STATS):  # annulus-major columns: every 4th is one statistic
+                    if np.isfinite(r2[j::len(STATS)]).any():
+                        metrics[f"profile_r2/{stat}"] = float(np.nanmean(r2[j::len(STATS)]))
         self.val_metrics = metrics
         for k, v in metrics.items():
             if math.isfinite(v):

@@ -32,19 +32,11 @@ import torch
 from torch import Tensor, nn
 
 STATS = ("light", "a1", "a2", "resid")
-#: With ``colour``: per annulus, the colour of the first band against the last (stretched light)
-#: and the rotational residual of that colour map (asymmetric star formation, blue tidal light).
-COLOUR_STATS = ("colour", "colour_resid")
 
 
-def profile_stats(colour: bool = False) -> tuple[str, ...]:
-    """The statistics per annulus of :func:`structure_profiles`."""
-    return STATS + (COLOUR_STATS if colour else ())
-
-
-def profile_names(n_annuli: int, colour: bool = False) -> list[str]:
+def profile_names(n_annuli: int) -> list[str]:
     """Column names of :func:`structure_profiles`' output, annulus-major."""
-    return [f"{s}_{k}" for k in range(n_annuli) for s in profile_stats(colour)]
+    return [f"{s}_{k}" for k in range(n_annuli) for s in STATS]
 
 
 def annulus_geometry(size: int, n_annuli: int, device: torch.device | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -61,9 +53,8 @@ def annulus_geometry(size: int, n_annuli: int, device: torch.device | None = Non
 
 
 @torch.no_grad()
-def structure_profiles(stretched: Tensor, n_annuli: int = 8, colour: bool = False) -> Tensor:
-    """(N, S·n_annuli) structure profiles of (N, C, H, W) stretched cutouts (see module doc;
-    S = 4, or 6 with ``colour``: zero colour statistics for a single band)."""
+def structure_profiles(stretched: Tensor, n_annuli: int = 8) -> Tensor:
+    """(N, 4·n_annuli) structure profiles of (N, C, H, W) stretched cutouts (see module doc)."""
     x = stretched.float()
     masks, cos, sin = annulus_geometry(x.shape[-1], n_annuli, x.device)
     light = x.clamp_min(0).sum(1)  # (N, H, W): negative noise would cancel real light
@@ -79,8 +70,6 @@ def structure_profiles(stretched: Tensor, n_annuli: int = 8, colour: bool = Fals
 
     cos2, sin2 = cos * cos - sin * sin, 2 * sin * cos
     stats = [ann / total, amp(cos, sin), amp(cos2, sin2), torch.einsum("nhw,khw->nk", resid, masks) / safe]
-    if colour:
-        stats += _colour_profiles(x, masks)
     return torch.stack(stats, 2).flatten(1)  # annulus-major: light_0, a1_0, a2_0, resid_0, light_1, ...
 
 
@@ -120,17 +109,3 @@ class ProfileStandardizer(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return ((t - self.mean) / self.var.clamp_min(1e-12).sqrt()).clamp(-self.clip, self.clip)
-
-
-def _colour_profiles(x: Tensor, masks: Tensor) -> list[Tensor]:
-    """Per annulus: (first − last band) / (first + last) of the stretched light, and the
-    rotational residual of the first − last colour map over that light."""
-    if x.shape[1] < 2:
-        zero = x.new_zeros(x.shape[0], masks.shape[0])
-        return [zero, zero]
-    a, b = x[:, 0].clamp_min(0), x[:, -1].clamp_min(0)
-    fa, fb = (torch.einsum("nhw,khw->nk", v, masks) for v in (a, b))
-    both = (fa + fb).clamp_min(1e-6)
-    d = x[:, 0] - x[:, -1]
-    d_resid = (d - torch.rot90(d, 2, (1, 2))).abs()
-    return [(fa - fb) / both, torch.einsum("nhw,khw->nk", d_resid, masks) / both]

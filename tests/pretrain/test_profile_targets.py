@@ -41,24 +41,6 @@ def test_a_companion_shows_in_its_annulus_not_in_the_core():
     assert float(smooth[0, 0::4].sum()) <= 1.0 + 1e-5  # light fractions within the outer circle
 
 
-def test_colour_profiles_see_a_companion_of_another_colour_and_keep_the_invariances():
-    grey = _galaxy(blob=3.0)
-    blue = grey.clone()
-    blue[:, 1] = _galaxy(blob=8.0)[:, 1]  # the companion is brighter in the last band
-    names = profile_names(8, colour=True)
-    p_grey, p_blue = structure_profiles(grey, colour=True), structure_profiles(blue, colour=True)
-    assert p_blue.shape == (1, 48) and len(names) == 48
-    assert torch.equal(p_grey.view(1, 8, 6)[:, :, :4].flatten(1), structure_profiles(grey))  # the 4 kept as they were
-    k = 6  # the companion's annulus
-    assert abs(float(p_grey[0, names.index(f"colour_resid_{k}")])) < 1e-6
-    assert float(p_blue[0, names.index(f"colour_resid_{k}")]) > 0.2
-    assert float(p_blue[0, names.index(f"colour_{k}")]) < -0.2 < float(p_blue[0, names.index("colour_0")])
-    for t in (torch.rot90(blue, 1, (2, 3)), blue.flip(2)):
-        assert torch.allclose(structure_profiles(t, colour=True), p_blue, atol=1e-4)
-    one_band = structure_profiles(blue[:, :1], colour=True).view(1, 8, 6)
-    assert torch.equal(one_band[:, :, 4:], torch.zeros(1, 8, 2))
-
-
 def test_standardizer_first_batch_sets_scale_and_clips():
     s = ProfileStandardizer(3, clip=5.0)
     t = torch.tensor([[1.0, 10.0, 0.0], [3.0, 30.0, 0.0]])

@@ -62,6 +62,13 @@ ALL_COLUMNS: tuple[str, ...] = MORPH_COLUMNS + MID_COLUMNS + COMPANION_COLUMNS +
 MERGER_STATISTIC = "asymmetry"
 
 
+def statmorph_columns(names: Sequence[str]) -> list[int]:
+    """Positions of statmorph's own statistics among ``names`` (bare or ``morph_``-prefixed; the
+    flag and the close-companion counts, a separate detection, excluded): what a flag describes."""
+    own = set(MORPH_COLUMNS + MID_COLUMNS + SERSIC_COLUMNS) - {"flag"}
+    return [j for j, n in enumerate(names) if n.removeprefix("morph_") in own]
+
+
 def stored_column(name: str, columns: Sequence[str]) -> str | None:
     """The dataset column holding statistic ``name``: as measured (``gini``) or as ingest and
     the simulator store it (``morph_gini``); None if neither is there."""

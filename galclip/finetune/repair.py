@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from galclip.data.morphology import statmorph_columns
+
 log = logging.getLogger(__name__)
 
 
@@ -43,14 +45,6 @@ class RepairConfig:
     enabled: bool = True
     min_flag: int = 1
     alpha: float = 10.0
-
-
-def statmorph_columns(names: Sequence[str]) -> list[int]:
-    """Positions of statmorph's own statistics among ``names`` (flag and companions excluded)."""
-    from galclip.data.morphology import MID_COLUMNS, MORPH_COLUMNS, SERSIC_COLUMNS
-
-    own = set(MORPH_COLUMNS + MID_COLUMNS + SERSIC_COLUMNS) - {"flag"}
-    return [j for j, n in enumerate(names) if n in own]
 
 
 @dataclasses.dataclass

@@ -44,6 +44,8 @@ class LossConfig:
             (:mod:`galclip.pretrain.morph_targets`): puts merger structure into the
             embedding. Ignored (with a log line) when the dataset stores none.
         morph_columns: which statistics (default: every stored one).
+        morph_mask_flag: > 0: statmorph's statistics of fits it flagged at least this high
+            (stored ``morph_flag``; 1 warning, 2 a failed step) are not regressed; 0 regresses all.
         profile_weight: regression of rotation-invariant structure profiles (light, m=1/m=2
             Fourier amplitudes and rotational residual per annulus) computed on the fly from
             each cutout (:mod:`galclip.pretrain.profile_targets`): resolves *where* light is
@@ -58,6 +60,7 @@ class LossConfig:
     ssl_temperature: float = 0.1
     morph_weight: float = 1.0
     morph_columns: list[str] = dataclasses.field(default_factory=list)
+    morph_mask_flag: int = 0
     profile_weight: float = 1.0
     profile_annuli: int = 8
 

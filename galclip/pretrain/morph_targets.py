@@ -10,7 +10,8 @@ merger-relevant structure by construction, and the network is free to learn more
 
 Targets are robustly standardised (median / IQR of the training rows, clipped to ±5) so
 heavy-tailed statistics such as asymmetry do not dominate; NaN (a failed measurement) is
-masked out of the loss.
+masked out of the loss, and so (``mask_flag``) are the statistics of fits statmorph flagged:
+a third of real SDSS cutouts fail a step (flag 2), and regressing their numbers teaches noise.
 """
 from __future__ import annotations
 
@@ -65,13 +66,21 @@ def stored_columns(dataset: Any, wanted: Sequence[str] = ()) -> list[str]:
 
 
 def build_targets(dataset: Any, train_rows: np.ndarray, wanted: Sequence[str] = (),
-                  clip: float = 5.0) -> MorphTargets | None:
-    """Targets for every row of ``dataset``, standardised on ``train_rows``; None without columns."""
+                  clip: float = 5.0, mask_flag: int = 0) -> MorphTargets | None:
+    """Targets for every row of ``dataset``, standardised on ``train_rows``; None without columns.
+
+    ``mask_flag`` > 0: statmorph's own statistics of rows whose stored ``morph_flag`` is at
+    least this are missing (the close-companion counts, a separate detection, are kept)."""
     names = stored_columns(dataset, wanted)
     if not names:
         return None
     raw = np.stack([np.asarray(dataset.column(c), np.float64) for c in names], 1)
     raw[~np.isfinite(raw)] = np.nan
+    if mask_flag > 0 and SKIP[0] in getattr(dataset, "tabular_names", []):
+        from galclip.data.morphology import statmorph_columns
+
+        flagged = np.nan_to_num(np.asarray(dataset.column(SKIP[0]), np.float64), nan=0.0) >= mask_flag
+        raw[np.ix_(flagged, statmorph_columns(names))] = np.nan
     ref = raw[np.asarray(train_rows, np.int64)]
     keep = np.isfinite(ref).sum(0) >= max(10, 0.05 * len(ref))  # a column that almost never measures teaches nothing
     names, raw, ref = [n for n, k in zip(names, keep) if k], raw[:, keep], ref[:, keep]

@@ -307,7 +307,7 @@ def load_morph_targets(cfg: PretrainConfig, full: SurveyDataset, train_idx: np.n
     survey stores no ``morph_*`` columns: ingest with ``morphology: true`` to get them)."""
     if cfg.loss.morph_weight <= 0 or not use_images:
         return None
-    morph = build_targets(full, train_idx, cfg.loss.morph_columns)
+    morph = build_targets(full, train_idx, cfg.loss.morph_columns, mask_flag=cfg.loss.morph_mask_flag)
     if morph is None:
         log.warning("loss.morph_weight=%g but %s stores no morphology columns: the term is off "
                     "(ingest with morphology: true)", cfg.loss.morph_weight, cfg.data.path)

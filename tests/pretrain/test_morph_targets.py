@@ -36,6 +36,21 @@ def test_targets_are_robustly_standardised_and_masked():
     assert vals.shape == (2, 1) and pres.tolist() == [[False], [True]]
 
 
+def test_flagged_fits_statistics_are_not_regressed_but_their_companions_are():
+    rng = np.random.default_rng(1)
+    flag = np.r_[np.zeros(60), np.ones(20), np.full(20, 2.0)]
+    good = rng.normal(0.1, 0.02, 100)
+    good[60:] = 5.0  # what a failed fit reports
+    cols = {"morph_asymmetry": good, "morph_n_companions": rng.integers(0, 3, 100).astype(float), "morph_flag": flag}
+    every = build_targets(_Table(cols), np.arange(100))
+    t = build_targets(_Table(cols), np.arange(100), mask_flag=1)
+    assert t.names == ["morph_asymmetry", "morph_n_companions"]
+    assert t.present[:, 0].tolist() == [True] * 60 + [False] * 40 and t.present[:, 1].all()
+    assert t.center[0] == pytest.approx(0.1, abs=0.01) and every.center[0] == pytest.approx(0.1, abs=0.03)
+    assert t.scale[0] < every.scale[0]  # the scale of good fits, not of the failures
+    assert build_targets(_Table(cols), np.arange(100), mask_flag=2).present[:, 0].sum() == 80
+
+
 def test_unknown_column_is_one_config_error():
     with pytest.raises(ConfigError, match="morph_gini"):
         build_targets(_Table({"morph_asymmetry": np.ones(20)}), np.arange(20), ["gini"])

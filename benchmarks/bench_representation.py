@@ -54,7 +54,8 @@ sys.path.insert(0, str(ROOT))
 from galclip.config import load_config  # noqa: E402
 from galclip.data.dataset import DataConfig  # noqa: E402
 from galclip.encode import embed_checkpoint, fit_representation  # noqa: E402
-from galclip.finetune.features import load_batches, morphology_flag  # noqa: E402
+from galclip.data.morphology import morphology_columns, morphology_flag  # noqa: E402
+from galclip.finetune.features import load_batches  # noqa: E402
 from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.evaluate import EvaluateConfig  # noqa: E402
 from galclip.finetune.methods import METHODS, Bench  # noqa: E402
@@ -169,9 +170,7 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
     feats = {"image": np.nan_to_num(vec).astype(np.float32), "has_image": np.isfinite(vec).all(1),
              "spectrum": np.zeros((len(y), 1), np.float32) if spectrum is None else np.nan_to_num(spectrum),
              "has_spectrum": has_spec}
-    from galclip.data.morphology import ALL_COLUMNS
-
-    morph_cols = [j for j, c in enumerate(tab_names) if c.removeprefix("morph_") in ALL_COLUMNS and c != "morph_flag"]
+    morph_cols = morphology_columns(tab_names)
     res: dict[str, list[float]] = {k: [] for k in [*heads, "morph_lr"]}
     # label-free, so fitted on every galaxy of the sample, as the statistics' scaler is here (the
     # unlabelled survey an astronomer has); evaluate fits both on its non-test rows

@@ -69,6 +69,20 @@ def statmorph_columns(names: Sequence[str]) -> list[int]:
     return [j for j, n in enumerate(names) if n.removeprefix("morph_") in own]
 
 
+def morphology_columns(names: Sequence[str]) -> list[int]:
+    """Positions of the morphology statistics among ``names`` (bare or ``morph_``-prefixed,
+    companions included, the flag excluded): the columns measured on the image."""
+    bare = [n.removeprefix("morph_") for n in names]
+    return [j for j, n in enumerate(bare) if n in ALL_COLUMNS and n != "flag"]
+
+
+def morphology_flag(dataset: Any) -> np.ndarray | None:
+    """statmorph's ``flag`` per row of a dataset, as ingest and the simulator store it; None if
+    not stored (galaxies measured on the fly keep no flag, so their statistics are not repaired)."""
+    col = stored_column("flag", list(getattr(dataset, "tabular_names", [])))
+    return None if col is None else np.asarray(dataset.column(col), np.float64)
+
+
 def stored_column(name: str, columns: Sequence[str]) -> str | None:
     """The dataset column holding statistic ``name``: as measured (``gini``) or as ingest and
     the simulator store it (``morph_gini``); None if neither is there."""

@@ -23,9 +23,10 @@ import torch
 from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
+from galclip.data.morphology import morphology_columns, morphology_flag
 from galclip.encode import Checkpoint, check_compatible, fit_representation, load_checkpoint
 from galclip.finetune.baselines import CNNConfig
-from galclip.finetune.features import cached_features, extract_features, load_batches, morphology_flag, output_dirs
+from galclip.finetune.features import cached_features, extract_features, load_batches, output_dirs
 from galclip.finetune.head_training import HeadTrainConfig
 from galclip.finetune.heads import HeadConfig
 from galclip.finetune.labels import labeled_dataset, merger_probability, n_classes
@@ -258,10 +259,8 @@ def _bench(cfg: EvaluateConfig, ckpt: Checkpoint, dataset: SurveyDataset, cache:
                 fixed, repair = repaired_tabular(cfg.tabular, tab, bench.tab_names, feats["image"], flag, fit_rows)
                 if repair is not None:
                     bench.repaired_tab[key] = fixed
-    from galclip.data.morphology import ALL_COLUMNS
-
     # the classical baseline uses the morphology statistics only (not other catalogue columns)
-    bench.morph_cols = [j for j, c in enumerate(bench.tab_names) if c in ALL_COLUMNS and c != "flag"]
+    bench.morph_cols = morphology_columns(bench.tab_names)
     if any(m.images for m in wanted):
         bench.images = torch.cat([b["image"] for b in rows()])
     return bench

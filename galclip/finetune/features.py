@@ -178,15 +178,6 @@ def morphology_features(dataset: SurveyDataset, cache_dir: str | Path | None = N
     return table, names
 
 
-def morphology_flag(dataset: SurveyDataset) -> np.ndarray | None:
-    """statmorph's ``flag`` per row, as ingest and the simulator store it; None if not stored
-    (galaxies measured on the fly here keep no flag, so their statistics are not repaired)."""
-    from galclip.data.morphology import stored_column
-
-    col = stored_column("flag", list(dataset.tabular_names))
-    return None if col is None else dataset.column(col).astype(np.float64)
-
-
 def tabular_raw(dataset: SurveyDataset, columns: Sequence[str] | None, morphology: bool,
                 cache_dir: str | Path | None = None, n_jobs: int = 1) -> tuple[np.ndarray, list[str]]:
     """Raw (unscaled) tabular matrix: chosen catalogue columns + morphology statistics."""

@@ -24,7 +24,8 @@ from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import load_checkpoint, open_dataset
 from galclip.errors import ConfigError, InputFileError
-from galclip.finetune.features import extract_features, feature_tensors, morphology_flag, output_dirs, tabular_raw
+from galclip.data.morphology import morphology_flag
+from galclip.finetune.features import extract_features, feature_tensors, output_dirs, tabular_raw
 from galclip.finetune.head_io import data_signature, knn_distance, load_head, load_reference, signature_mismatch
 from galclip.finetune.head_training import predict
 from galclip.finetune.labels import merger_probability

@@ -74,8 +74,8 @@ def image_blind(tab: np.ndarray, names: list[str]) -> np.ndarray:
     """``tab`` as an object without an image has it: its morphology statistics (measured on the
     image) missing, its catalogue columns kept. Spectrum-only inference reads this, or it would
     score the image through its statistics."""
-    from galclip.data.morphology import ALL_COLUMNS
+    from galclip.data.morphology import morphology_columns
 
     out = np.array(tab, copy=True)
-    out[:, [j for j, c in enumerate(names) if c in ALL_COLUMNS]] = np.nan
+    out[:, morphology_columns(names)] = np.nan
     return out

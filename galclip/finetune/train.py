@@ -22,7 +22,8 @@ from galclip.config import to_dict
 from galclip.data import schema as S
 from galclip.data.dataset import DataConfig, SurveyDataset
 from galclip.encode import MODALITIES, tabular_names
-from galclip.finetune.features import extract_features, feature_tensors, morphology_flag, output_dirs
+from galclip.data.morphology import morphology_flag
+from galclip.finetune.features import extract_features, feature_tensors, output_dirs
 from galclip.finetune.head_io import data_signature, head_factory, save_head, save_reference
 from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, predict
 from galclip.finetune.heads import FusionClassifier, HeadConfig

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from galclip.data.morphology import morphology_flag, statmorph_columns
 from galclip.errors import ConfigError
 
 PREFIX = "morph_"
@@ -76,11 +77,9 @@ def build_targets(dataset: Any, train_rows: np.ndarray, wanted: Sequence[str] = 
         return None
     raw = np.stack([np.asarray(dataset.column(c), np.float64) for c in names], 1)
     raw[~np.isfinite(raw)] = np.nan
-    if mask_flag > 0 and SKIP[0] in getattr(dataset, "tabular_names", []):
-        from galclip.data.morphology import statmorph_columns
-
-        flagged = np.nan_to_num(np.asarray(dataset.column(SKIP[0]), np.float64), nan=0.0) >= mask_flag
-        raw[np.ix_(flagged, statmorph_columns(names))] = np.nan
+    flag = morphology_flag(dataset) if mask_flag > 0 else None
+    if flag is not None:
+        raw[np.ix_(np.nan_to_num(flag, nan=0.0) >= mask_flag, statmorph_columns(names))] = np.nan
     ref = raw[np.asarray(train_rows, np.int64)]
     keep = np.isfinite(ref).sum(0) >= max(10, 0.05 * len(ref))  # a column that almost never measures teaches nothing
     names, raw, ref = [n for n, k in zip(names, keep) if k], raw[:, keep], ref[:, keep]

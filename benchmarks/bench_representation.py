@@ -89,8 +89,6 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the statistics of fits statmorph flagged (1 warning, 2 failed step) left out of the regression
     "recipe_maskflag": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true",
                                                               "loss.morph_mask_flag=1"]),
-    # foreground stars injected into half the inputs, the targets measured without them
-    "recipe_stars": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true", "augment.stars=0.5"]),
     # paired (image + spectrum) surveys: the previous default (ViT, CLIP only) and the new one
     "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
                                                   "augment.image_noise=0.5"]),

@@ -17,7 +17,6 @@ batch in a few tensor ops is written here instead. All randomness comes from an 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 import torch.nn.functional as F
@@ -43,15 +42,6 @@ class AugmentConfig:
             spectrophotometry is good to ~0.05 dex (seeing, fibre placement).
         scale_drop: probability of hiding the flux scale (NaN), so the model also learns
             to embed spectra that are not flux calibrated.
-        stars: probability that a cutout gets a foreground star added (0 = off): a Moffat
-            point source at a random position (closer to the centre more often, where a
-            star passes for a companion), random brightness and stellar colour, clipped at
-            the cutout's own brightest pixel per band as a JPEG saturates. The regression
-            targets are measured on the cutout *without* it, so the representation learns
-            that a star is not a companion; a star beside a galaxy is the commonest false
-            merger on SDSS cutouts.
-        star_fwhm_min, star_fwhm_max: range of the star's FWHM, in pixels of the network's
-            input (the seeing; ~1-3 px for 192 native GZ pixels at 64 px).
     """
 
     rot90: bool = True
@@ -65,9 +55,6 @@ class AugmentConfig:
     tilt: float = 0.05
     scale_jitter: float = 0.05
     scale_drop: float = 0.1
-    stars: float = 0.0
-    star_fwhm_min: float = 1.0
-    star_fwhm_max: float = 3.0
 
 
 def _uniform(n: int, gen: torch.Generator, device: torch.device, lo: float = 0.0, hi: float = 1.0) -> Tensor:
@@ -129,29 +116,6 @@ def _blur(x: Tensor, sigma: Tensor, radius: int = 3) -> Tensor:
     return y.reshape(n, c, h, w)
 
 
-def _add_stars(img: Tensor, valid: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> Tensor:
-    """(N,B,H,W) noise-unit images with a Moffat (beta 2.5) star added to a ``cfg.stars``
-    fraction of them (only on ``valid`` pixels); see :class:`AugmentConfig`."""
-    n, b, h, w = img.shape
-    dev, dt = img.device, img.dtype
-    on = (_uniform(n, gen, dev) < cfg.stars).to(dt)
-    radius = _uniform(n, gen, dev, 2.0, 0.45 * min(h, w))  # uniform in radius: near the galaxy more often
-    angle = _uniform(n, gen, dev, 0.0, 2 * torch.pi)
-    cx, cy = (w - 1) / 2 + radius * torch.cos(angle), (h - 1) / 2 + radius * torch.sin(angle)
-    fwhm = _uniform(n, gen, dev, cfg.star_fwhm_min, max(cfg.star_fwhm_min, cfg.star_fwhm_max))
-    alpha = fwhm / (2 * (2 ** (1 / 2.5) - 1) ** 0.5)
-    sat = img.amax(dim=(2, 3)).clamp_min(10.0)  # (N,B): the JPEG's white point, per band
-    # 0.3-30x the cutout's brightest pixel: bright stars saturate into a flat disc, as in a JPEG
-    peak = sat.amax(1) * torch.exp(_uniform(n, gen, dev, math.log(0.3), math.log(30.0)))
-    colour = torch.exp(_uniform(n, gen, dev, -0.4, 0.4)[:, None] * torch.linspace(-1, 1, b, device=dev)[None])
-    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=dt), torch.arange(w, device=dev, dtype=dt),
-                            indexing="ij")
-    r2 = (xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2
-    profile = (1 + r2 / alpha[:, None, None] ** 2) ** -2.5  # (N,H,W), 1 at the centre
-    star = (on * peak)[:, None, None, None] * colour[:, :, None, None] * profile[:, None] * valid.to(dt)
-    return torch.where(star > 0, torch.minimum(img + star, torch.maximum(img, sat[:, :, None, None])), img)
-
-
 def augment_images(image: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """Augment (N,B,H,W) noise-unit images and their ivar consistently."""
     n, dev = image.shape[0], image.device
@@ -162,8 +126,6 @@ def augment_images(image: Tensor, ivar: Tensor, cfg: AugmentConfig, gen: torch.G
     keep = x[:, 2 * b:] < 1e-3
     img = torch.where(keep, x[:, :b], 0.0)
     iv = torch.where(keep, x[:, b:2 * b].clamp_min(0), 0.0)
-    if cfg.stars > 0:  # before the seeing: a star is blurred with its galaxy
-        img = _add_stars(img, iv > 0, cfg, gen)
     if cfg.psf_sigma > 0:
         img = _blur(img, _uniform(n, gen, dev, 0, cfg.psf_sigma))
     if cfg.image_noise > 0:

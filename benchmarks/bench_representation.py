@@ -89,6 +89,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the statistics of fits statmorph flagged (1 warning, 2 failed step) left out of the regression
     "recipe_maskflag": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true",
                                                               "loss.morph_mask_flag=1"]),
+    # a wider backbone: ResNet-18 (11 M weights) in place of ResNet-10t (5 M)
+    "recipe_resnet18": ("configs/pretrain_image_only.yaml", ["model_options.image.residual=true",
+                                                              "model_options.image.backbone=resnet18"]),
     # paired (image + spectrum) surveys: the previous default (ViT, CLIP only) and the new one
     "paired_vit_clip": ("configs/pretrain.yaml", ["model=small", "loss.morph_weight=0", "augment.psf_sigma=0",
                                                   "augment.image_noise=0.5"]),
@@ -239,9 +242,15 @@ def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, 
     return out
 
 
-def evaluate(ckpt: Path, data: str, label: str, seeds: int, budgets: list[int],
+def evaluate(ckpt: Path | list[Path], data: str, label: str, seeds: int, budgets: list[int],
              vectors: list[str], heads: list[str], head_kind: str = "linear", repair: bool = True) -> dict[str, dict]:
-    arrays, _ = embed_checkpoint(ckpt, DataConfig(path=data), progress=False)
+    """Scores of one checkpoint's vectors, or (a list) of several checkpoints' side by side: each
+    one's unit vector, concatenated and divided by sqrt(k) (an ensemble of pretraining runs)."""
+    ckpts = ckpt if isinstance(ckpt, list) else [ckpt]
+    runs = [embed_checkpoint(c, DataConfig(path=data), progress=False)[0] for c in ckpts]
+    arrays = runs[0]
+    for key in ("image", "image_features"):
+        arrays[key] = np.concatenate([r[key] for r in runs], 1) / np.sqrt(len(runs))
     y = (np.nan_to_num(arrays[label]) > 0).astype(int)
     from galclip.data.dataset import SurveyDataset
     from galclip.finetune.tabular_inputs import TabularInputConfig
@@ -284,6 +293,8 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="extra pretrain override (all variants)")
     ap.add_argument("--keep", default="", help="directory to keep the checkpoints in")
     ap.add_argument("--reuse", action="store_true", help="evaluate checkpoints already in --keep (minutes = their fit time)")
+    ap.add_argument("--concat", default="",
+                    help="comma-separated checkpoint dirs: score their representations concatenated, no pretraining")
     ap.add_argument("--no-repair", action="store_true",
                     help="heads read the measured statistics of flagged fits too (rows keyed .../measured)")
     args = ap.parse_args()
@@ -293,6 +304,15 @@ def main() -> None:
     results.update(protocol=__doc__.split("Fixed split, documented: ")[1].split("Writes")[0].strip(),
                    pretrain_data=str(Path(args.pretrain_data).resolve()), eval_data=str(Path(args.eval_data).resolve()))
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="galclip_rep_"))
+    if args.concat:
+        ckpts = [Path(c) for c in args.concat.split(",")]
+        results["rows"]["concat:" + "+".join(c.name for c in ckpts)] = row = {
+            "checkpoints": [str(c.resolve()) for c in ckpts],
+            **evaluate(ckpts, args.eval_data, args.label, args.seeds, [_budget(b) for b in args.budgets.split(",")],
+                       args.vectors.split(","), args.heads.split(","), args.head_kind, not args.no_repair)}
+        path.write_text(json.dumps(results, indent=1))
+        print("concat", json.dumps(row), flush=True)
+        return
     for variant in args.variants.split(","):
         ckpt, minutes = pretrain(variant, args.pretrain_data, base / f"{variant}_{args.steps}", args.steps,
                                  args.override, args.reuse)

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from galclip.data.dataset import DataConfig, SurveyDataset  # noqa: E402
 from galclip.data.morphology import morphology_columns  # noqa: E402
@@ -46,6 +46,7 @@ from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.features import load_batches  # noqa: E402
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular  # noqa: E402
 from galclip.models.galclip import build_model  # noqa: E402
+from bench_representation import draws  # noqa: E402  (the same draws as the representation bench)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -111,18 +112,12 @@ class Finetuner:
             return np.mean([logit(dihedral(self.x[te], k), te).numpy() for k in range(8)], 0)
 
 
-def draws(y: np.ndarray, n: int, repeats: int):
-    """(repeat, train rows, test rows): 5 folds per repeat for ``n = 0``, else one n + n draw."""
-    if n <= 0:
-        for r in range(repeats):
-            for tr, te in StratifiedKFold(5, shuffle=True, random_state=r).split(np.zeros(len(y)), y):
-                yield r, tr, te
-        return
-    for s in range(repeats):
-        rng = np.random.default_rng(s)
-        p, q = rng.permutation(np.flatnonzero(y == 1)), rng.permutation(np.flatnonzero(y == 0))
-        tr = np.r_[p[:n], q[:n]]
-        yield s, tr, np.setdiff1d(np.arange(len(y)), tr)
+def seeded_draws(y: np.ndarray, n: int, repeats: int):
+    """(seed, train rows, test rows): ``bench_representation.draws``, 5 folds per repeat for ``n = 0``
+    (seed = the repeat), else one n + n draw per repeat (seed = the draw)."""
+    splits = draws(y, n, 5 * repeats if n <= 0 else repeats)
+    for i, (tr, te) in enumerate(splits):
+        yield (i // 5 if n <= 0 else i), tr, te
 
 
 def main() -> None:
@@ -159,7 +154,7 @@ def main() -> None:
         n = 0 if budget == "all" else int(budget)
         res: dict[str, list[float]] = {k: [] for k in ["morph_lr", "probe", "fused_frozen", *rows]}
         t0 = time.perf_counter()
-        for r, tr, te in draws(y, n, args.repeats):
+        for r, tr, te in seeded_draws(y, n, args.repeats):
             res["morph_lr"].append(roc_auc_score(y[te], morphology_lr(xm[tr], y[tr], xm[te], 1.0, 3, seed=0)[0]))
             res["probe"].append(roc_auc_score(y[te], morphology_lr(rep[tr], y[tr], rep[te], 1.0, 3, seed=0)[0]))
             both = np.c_[rep, xm]

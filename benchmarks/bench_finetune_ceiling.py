@@ -14,9 +14,19 @@ Rows per draw (ROC AUC on the draw's test rows):
 * ``finetuned_tabular``: the same plus a linear term on the standardised morphology statistics,
   trained jointly (the end-to-end form of galclip's fused head);
 * ``random_init``: the same network from random weights (a batch norm in place of the read-out);
+* ``self_trained``: self-training on the unlabelled rows (a "noisy student"): galclip's fused
+  head (``galclip_image_tabular``, frozen representation + repaired statistics, as
+  ``bench_representation.py`` scores it) labels every other galaxy with its probability, moved
+  from the balanced draw's 50 % to ``--prior`` (the survey's merger fraction, odds rescaled); the
+  tower + statistics term is then fine-tuned end to end on the true labels (class-weighted)
+  and those soft labels together, and scored on the test rows (whose true labels it never
+  sees; their images are part of the unlabelled survey, as an astronomer's would be);
+* ``galclip_fused``: that teacher's own score on the same rows;
 * ``probe``: the frozen representation, class-balanced logistic regression (C = 1);
 * ``fused_frozen``: frozen representation + statistics, one logistic regression (C = 0.1);
-* ``morph_lr``: the statistics alone (galclip's classical reference).
+* ``morph_lr``: the statistics alone, logistic regression with C = ``--morph-c`` (rows stored
+  before session 12's ``reference`` entries used C = 1; galclip's reference, as
+  ``bench_representation.py`` scores it, is evaluate's ``morph_lr_c`` = 0.3, the default now).
 
 Draws as ``bench_representation.py``: ``all`` = repeated stratified 5-fold CV (``random_state``
 = repeat); n = ``numpy.random.default_rng(s)`` permutes mergers and non-mergers, the first n of
@@ -64,7 +74,9 @@ class Finetuner:
         self.steps, self.epochs, self.encoder_lr = steps, epochs, encoder_lr
 
     def scores(self, tr: np.ndarray, te: np.ndarray, seed: int, pretrained: bool = True,
-               tabular: bool = False) -> np.ndarray:
+               tabular: bool = False, teacher: np.ndarray | None = None) -> np.ndarray:
+        """Test-row logits after training on ``tr`` (and, with ``teacher``, every other row on
+        the teacher's probability)."""
         torch.manual_seed(seed)
         ck = load_checkpoint(self.checkpoint)
         model = ck.model if pretrained else build_model(ck.cfg)
@@ -79,9 +91,15 @@ class Finetuner:
         top = [*head.parameters(), *read.parameters(), *lin.parameters()]
         opt = torch.optim.AdamW([{"params": enc.parameters(), "lr": self.encoder_lr}, {"params": top, "lr": 3e-3}],
                                 weight_decay=0.05)
+        labelled = tr
+        target_all = self.y.astype(np.float32)
+        if teacher is not None:  # every other row trains on the teacher's probability
+            rest = np.setdiff1d(np.arange(len(self.y)), tr)
+            target_all[rest] = teacher[rest]
+            tr = np.arange(len(self.y))
         n_steps = max(self.epochs * int(np.ceil(len(tr) / 32)), self.steps)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, [self.encoder_lr, 3e-3], total_steps=n_steps, pct_start=0.1)
-        ytr = self.y[tr]
+        ytr = self.y[labelled]
         pos_w = torch.tensor(float((ytr == 0).sum() / max((ytr == 1).sum(), 1)))
         rng = np.random.default_rng(seed)
 
@@ -98,9 +116,11 @@ class Finetuner:
                 if step >= n_steps:
                     break
                 idx = order[i:i + 32]
-                target = torch.as_tensor(self.y[idx], dtype=torch.float32)
-                loss = F.binary_cross_entropy_with_logits(logit(dihedral(self.x[idx], int(rng.integers(8))), idx),
-                                                          target, pos_weight=pos_w)
+                target = torch.as_tensor(target_all[idx])
+                # class weight on the labelled mergers only; soft labels carry the survey's prior
+                w = torch.where(torch.as_tensor(np.isin(idx, labelled)) & (target > 0.5), pos_w, torch.tensor(1.0))
+                loss = (F.binary_cross_entropy_with_logits(logit(dihedral(self.x[idx], int(rng.integers(8))), idx),
+                                                           target, reduction="none") * w).mean()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -110,6 +130,36 @@ class Finetuner:
         read.eval()
         with torch.no_grad():
             return np.mean([logit(dihedral(self.x[te], k), te).numpy() for k in range(8)], 0)
+
+
+def fused_teacher(rep: np.ndarray, y: np.ndarray, tab: np.ndarray, names: list[str], flag: np.ndarray | None):
+    """``(train rows, test rows) -> test-row probabilities`` of galclip's fused head, set up as
+    ``bench_representation.head_aucs`` sets it up (statistics of flagged fits repaired)."""
+    from galclip.finetune.evaluate import EvaluateConfig
+    from galclip.finetune.methods import METHODS, Bench
+    from galclip.finetune.repair import StatisticRepair
+
+    cfg = EvaluateConfig()
+    cfg.head.kind = "linear"
+    feats = {"image": np.nan_to_num(rep), "has_image": np.isfinite(rep).all(1),
+             "spectrum": np.zeros((len(y), 1), np.float32), "has_spectrum": np.zeros(len(y), bool)}
+    repair = StatisticRepair.fit(feats["image"], tab, names, flag, np.arange(len(y)), cfg.tabular.repair)
+    repaired = {} if repair is None else {"pretrained": repair.apply(feats["image"], tab, names, flag)}
+
+    def run(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
+        bench = Bench(cfg, y, te, {"pretrained": feats}, tab, names, morphology_columns(names), repaired_tab=repaired)
+        _, scored = METHODS["galclip_image_tabular"].run(bench, tr, 0)
+        _, rows, p, _ = scored[0]
+        out = np.full(len(y), np.nan)
+        out[rows] = p
+        return out[te]
+    return run
+
+
+def with_prior(p: np.ndarray, prior: float) -> np.ndarray:
+    """Probabilities of a class-balanced classifier moved to a class fraction ``prior`` (odds rescaled)."""
+    odds = p / np.clip(1 - p, 1e-9, None) * prior / (1 - prior)
+    return odds / (1 + odds)
 
 
 def seeded_draws(y: np.ndarray, n: int, repeats: int):
@@ -131,7 +181,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--min-steps", type=int, default=150, help="at least this many steps (small budgets)")
     ap.add_argument("--encoder-lr", type=float, default=3e-4)
-    ap.add_argument("--rows", default="finetuned,finetuned_tabular,random_init")
+    ap.add_argument("--rows", default="finetuned,finetuned_tabular,random_init",
+                    help="of finetuned,finetuned_tabular,random_init,self_trained")
+    ap.add_argument("--morph-c", type=float, default=0.3, help="C of morphology + LR (evaluate's morph_lr_c)")
+    ap.add_argument("--tag", default="", help="results stored under '<budget>/<tag>' (keeps earlier rows)")
+    ap.add_argument("--prior", type=float, default=0.1,
+                    help="self_trained: the survey's merger fraction the soft labels are moved to")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ck = load_checkpoint(args.checkpoint)
@@ -145,7 +200,10 @@ def main() -> None:
     xm = np.nan_to_num(tab[:, morphology_columns(names)])
     tuner = Finetuner(args.checkpoint, images, torch.as_tensor(xm, dtype=torch.float32), y, args.min_steps,
                       args.epochs, args.encoder_lr)
-    rows = args.rows.split(",")
+    rows = [r for r in args.rows.split(",") if r and r != "none"]  # none: the frozen rows only
+    from galclip.data.morphology import morphology_flag
+
+    teacher = fused_teacher(rep, y, tab, names, morphology_flag(ds)) if "self_trained" in rows else None
     path = ROOT / "benchmarks" / "results" / f"finetune_ceiling_{args.name}.json"
     out = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
     out.update(checkpoint=str(Path(args.checkpoint).resolve()), data=str(Path(args.data).resolve()),
@@ -153,23 +211,35 @@ def main() -> None:
     for budget in args.budgets.split(","):
         n = 0 if budget == "all" else int(budget)
         res: dict[str, list[float]] = {k: [] for k in ["morph_lr", "probe", "fused_frozen", *rows]}
+        if teacher is not None:
+            res["galclip_fused"] = []
         t0 = time.perf_counter()
         for r, tr, te in seeded_draws(y, n, args.repeats):
-            res["morph_lr"].append(roc_auc_score(y[te], morphology_lr(xm[tr], y[tr], xm[te], 1.0, 3, seed=0)[0]))
+            res["morph_lr"].append(roc_auc_score(y[te], morphology_lr(xm[tr], y[tr], xm[te], args.morph_c, 3, seed=0)[0]))
             res["probe"].append(roc_auc_score(y[te], morphology_lr(rep[tr], y[tr], rep[te], 1.0, 3, seed=0)[0]))
             both = np.c_[rep, xm]
             res["fused_frozen"].append(roc_auc_score(y[te], morphology_lr(both[tr], y[tr], both[te], 0.1, 3, seed=0)[0]))
+            soft = None
+            if teacher is not None:
+                soft = np.zeros(len(y))
+                soft[te] = teacher(tr, te)
+                res["galclip_fused"].append(roc_auc_score(y[te], soft[te]))
+                soft = with_prior(soft, args.prior)
             for row in rows:
-                s = tuner.scores(tr, te, r, pretrained=row != "random_init", tabular=row == "finetuned_tabular")
+                s = tuner.scores(tr, te, r, pretrained=row != "random_init",
+                                 tabular=row in ("finetuned_tabular", "self_trained"),
+                                 teacher=soft if row == "self_trained" else None)
                 res[row].append(roc_auc_score(y[te], s))
             print(budget, {k: round(v[-1], 3) for k, v in res.items()}, f"{time.perf_counter() - t0:.0f}s", flush=True)
-        out["budgets"][budget] = {"draws": len(res["morph_lr"]), "minutes": round((time.perf_counter() - t0) / 60, 1),
+        key = f"{budget}/{args.tag}" if args.tag else budget
+        out["budgets"][key] = {"draws": len(res["morph_lr"]), "minutes": round((time.perf_counter() - t0) / 60, 1),
                                   "epochs": args.epochs, "min_steps": args.min_steps, "encoder_lr": args.encoder_lr,
+                                  "prior": args.prior if teacher is not None else None, "morph_c": args.morph_c,
                                   "mean": {k: round(float(np.mean(v)), 4) for k, v in res.items()},
                                   "std": {k: round(float(np.std(v)), 4) for k, v in res.items()},
                                   "per_draw": {k: [round(x, 4) for x in v] for k, v in res.items()}}
         path.write_text(json.dumps(out, indent=1))
-        print(budget, json.dumps(out["budgets"][budget]["mean"]), flush=True)
+        print(key, json.dumps(out["budgets"][key]["mean"]), flush=True)
 
 
 if __name__ == "__main__":

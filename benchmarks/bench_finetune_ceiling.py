@@ -56,7 +56,7 @@ from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.features import load_batches  # noqa: E402
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular  # noqa: E402
 from galclip.models.galclip import build_model  # noqa: E402
-from bench_representation import draws  # noqa: E402  (the same draws as the representation bench)
+from bench_representation import draws, head_setup  # noqa: E402  (the representation bench's draws and heads)
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -133,18 +133,11 @@ class Finetuner:
 
 
 def fused_teacher(rep: np.ndarray, y: np.ndarray, tab: np.ndarray, names: list[str], flag: np.ndarray | None):
-    """``(train rows, test rows) -> test-row probabilities`` of galclip's fused head, set up as
-    ``bench_representation.head_aucs`` sets it up (statistics of flagged fits repaired)."""
-    from galclip.finetune.evaluate import EvaluateConfig
+    """``(train rows, test rows) -> test-row probabilities`` of galclip's fused head, set up by
+    ``bench_representation.head_setup`` as its ``head_aucs`` scores it (flagged fits repaired)."""
     from galclip.finetune.methods import METHODS, Bench
-    from galclip.finetune.repair import StatisticRepair
 
-    cfg = EvaluateConfig()
-    cfg.head.kind = "linear"
-    feats = {"image": np.nan_to_num(rep), "has_image": np.isfinite(rep).all(1),
-             "spectrum": np.zeros((len(y), 1), np.float32), "has_spectrum": np.zeros(len(y), bool)}
-    repair = StatisticRepair.fit(feats["image"], tab, names, flag, np.arange(len(y)), cfg.tabular.repair)
-    repaired = {} if repair is None else {"pretrained": repair.apply(feats["image"], tab, names, flag)}
+    cfg, feats, repaired = head_setup(rep, None, y, tab, names, "linear", flag)
 
     def run(tr: np.ndarray, te: np.ndarray) -> np.ndarray:
         bench = Bench(cfg, y, te, {"pretrained": feats}, tab, names, morphology_columns(names), repaired_tab=repaired)

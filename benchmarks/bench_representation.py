@@ -159,6 +159,24 @@ HEADS = {"head": "galclip_image", "fused": "galclip_image_tabular", "metric": "g
          "fusion": "galclip_fusion", "zero": "asymmetry_only"}
 
 
+def head_setup(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
+               head_kind: str = "linear", flag: np.ndarray | None = None) -> tuple[EvaluateConfig, dict, dict]:
+    """(evaluate config, the ``Bench`` features, the repaired statistics) galclip's heads read.
+
+    The repair is label-free, so it is fitted on every galaxy of the sample, as the statistics'
+    scaler is here (the unlabelled survey an astronomer has); evaluate fits both on its
+    non-test rows."""
+    cfg = EvaluateConfig()
+    cfg.head.kind = head_kind
+    has_spec = np.zeros(len(y), bool) if spectrum is None else np.isfinite(spectrum).all(1)
+    feats = {"image": np.nan_to_num(vec).astype(np.float32), "has_image": np.isfinite(vec).all(1),
+             "spectrum": np.zeros((len(y), 1), np.float32) if spectrum is None else np.nan_to_num(spectrum),
+             "has_spectrum": has_spec}
+    repair = StatisticRepair.fit(feats["image"], tab, tab_names, flag, np.arange(len(y)), cfg.tabular.repair)
+    repaired = {} if repair is None else {"pretrained": repair.apply(feats["image"], tab, tab_names, flag)}
+    return cfg, feats, repaired
+
+
 def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: np.ndarray, tab_names: list[str],
               n: int, seeds: int, heads: list[str], head_kind: str = "linear",
               flag: np.ndarray | None = None) -> dict[str, float]:
@@ -167,18 +185,9 @@ def head_aucs(vec: np.ndarray, spectrum: np.ndarray | None, y: np.ndarray, tab: 
     With ``flag`` (statmorph's, per row) the heads that read the image get the statistics of
     flagged fits repaired from ``vec`` as ``galclip evaluate`` does; morphology + LR always reads
     the measured statistics."""
-    cfg = EvaluateConfig()
-    cfg.head.kind = head_kind
-    has_spec = np.zeros(len(y), bool) if spectrum is None else np.isfinite(spectrum).all(1)
-    feats = {"image": np.nan_to_num(vec).astype(np.float32), "has_image": np.isfinite(vec).all(1),
-             "spectrum": np.zeros((len(y), 1), np.float32) if spectrum is None else np.nan_to_num(spectrum),
-             "has_spectrum": has_spec}
+    cfg, feats, repaired = head_setup(vec, spectrum, y, tab, tab_names, head_kind, flag)
     morph_cols = morphology_columns(tab_names)
     res: dict[str, list[float]] = {k: [] for k in [*heads, "morph_lr"]}
-    # label-free, so fitted on every galaxy of the sample, as the statistics' scaler is here (the
-    # unlabelled survey an astronomer has); evaluate fits both on its non-test rows
-    repair = StatisticRepair.fit(feats["image"], tab, tab_names, flag, np.arange(len(y)), cfg.tabular.repair)
-    repaired = {} if repair is None else {"pretrained": repair.apply(feats["image"], tab, tab_names, flag)}
     for tr, te in draws(y, n, seeds):
         bench = Bench(cfg, y, te, {"pretrained": feats}, tab, tab_names, morph_cols, repaired_tab=repaired)
         for key in heads:

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from galclip.data.dataset import DataConfig, SurveyDataset  # noqa: E402
-from galclip.data.morphology import morphology_columns  # noqa: E402
+from galclip.data.morphology import morphology_columns, morphology_flag  # noqa: E402
 from galclip.encode import embed_checkpoint, load_checkpoint, open_dataset  # noqa: E402
 from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.features import load_batches  # noqa: E402
@@ -191,11 +191,10 @@ def main() -> None:
     ds = SurveyDataset(DataConfig(path=args.data))
     tab, names, _ = build_tabular(ds, TabularInputConfig(columns=[], morphology=True), np.arange(len(ds)))
     xm = np.nan_to_num(tab[:, morphology_columns(names)])
+    both = np.c_[rep, xm]  # the frozen representation + statistics, for one logistic regression
     tuner = Finetuner(args.checkpoint, images, torch.as_tensor(xm, dtype=torch.float32), y, args.min_steps,
                       args.epochs, args.encoder_lr)
     rows = [r for r in args.rows.split(",") if r and r != "none"]  # none: the frozen rows only
-    from galclip.data.morphology import morphology_flag
-
     teacher = fused_teacher(rep, y, tab, names, morphology_flag(ds)) if "self_trained" in rows else None
     path = ROOT / "benchmarks" / "results" / f"finetune_ceiling_{args.name}.json"
     out = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
@@ -210,7 +209,6 @@ def main() -> None:
         for r, tr, te in seeded_draws(y, n, args.repeats):
             res["morph_lr"].append(roc_auc_score(y[te], morphology_lr(xm[tr], y[tr], xm[te], args.morph_c, 3, seed=0)[0]))
             res["probe"].append(roc_auc_score(y[te], morphology_lr(rep[tr], y[tr], rep[te], 1.0, 3, seed=0)[0]))
-            both = np.c_[rep, xm]
             res["fused_frozen"].append(roc_auc_score(y[te], morphology_lr(both[tr], y[tr], both[te], 0.1, 3, seed=0)[0]))
             soft = None
             if teacher is not None:

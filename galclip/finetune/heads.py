@@ -365,8 +365,8 @@ def modality_dropout(feats: dict[str, torch.Tensor], p: float, generator: torch.
         return feats
     out = dict(feats)
     n = both.shape[0]
-    drop = (torch.rand(n, generator=generator) < p) & both
-    which = torch.randint(0, len(present), (n,), generator=generator)
+    drop = (torch.rand(n, generator=generator) < p).to(both.device) & both  # CPU generator, any device
+    which = torch.randint(0, len(present), (n,), generator=generator).to(both.device)
     for i, k in enumerate(present):
         out[f"has_{k}"] = feats[f"has_{k}"].bool() & ~(drop & (which == i))
     return out

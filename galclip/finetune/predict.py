@@ -65,9 +65,10 @@ class PredictConfig:
 
 
 def _encoder(cfg: PredictConfig, meta: dict[str, Any]) -> Any:
-    """The encoder the head was trained on: its own fine-tuned copy, or the recorded checkpoint."""
+    """The encoder the head was trained on: its own fine-tuned or self-trained copy, or the
+    recorded checkpoint."""
     own = Path(cfg.model) / "encoder"
-    if int(meta.get("unfreeze_blocks", 0)) > 0 and own.exists():
+    if (meta.get("own_encoder") or int(meta.get("unfreeze_blocks", 0)) > 0) and own.exists():
         return load_checkpoint(own)
     return load_checkpoint(meta["checkpoint"], expect_sha256=meta.get("checkpoint_sha256", ""),
                            recorded_by=f"head {cfg.model}")

@@ -29,6 +29,7 @@ from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, 
 from galclip.finetune.heads import FusionClassifier, HeadConfig
 from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
 from galclip.finetune.sampling import holdout_split, stratified_budget
+from galclip.finetune.self_training import SelfTrainConfig, self_train, student_threshold
 from galclip.finetune.repair import repair_dict
 from galclip.finetune.tabular_inputs import (TabularInputConfig, build_tabular, image_blind, prep_to_dict,
                                              repaired_tabular)
@@ -62,6 +63,9 @@ class FinetuneConfig:
         encoder_lr, layer_decay: LR of the top unfrozen block and its decay per block down.
         unfrozen_epochs, unfrozen_batch_size, val_fraction: end-to-end training (threshold
             chosen on a validation split of the labeled rows there).
+        self_train: self-training of the image tower on the frozen head's soft labels for
+            every unlabelled galaxy (:mod:`galclip.finetune.self_training`); the student's
+            encoder is saved with the head (``encoder/``), the teacher's metrics beside its own.
         batch_size: encoding batch size.
         cache_dir: feature/morphology cache ("" = ``<out>/cache``).
         n_jobs: processes for morphology measurement.
@@ -88,6 +92,7 @@ class FinetuneConfig:
     unfrozen_epochs: int = 5
     unfrozen_batch_size: int = 32
     val_fraction: float = 0.25
+    self_train: SelfTrainConfig = dataclasses.field(default_factory=SelfTrainConfig)
     batch_size: int = 64
     cache_dir: str = ""
     n_jobs: int = 1
@@ -101,6 +106,10 @@ class FinetuneConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.head.kind == "metric" and self.unfreeze_blocks > 0:  # Lightning trains heads on logits
             raise ValueError("head.kind metric trains on frozen encoder features: set unfreeze_blocks=0")
+        if self.self_train.enabled and (self.unfreeze_blocks > 0 or self.head.kind == "metric"
+                                        or self.label != "merger" or "image" not in self.modalities):
+            raise ValueError("self_train needs a frozen-encoder teacher (unfreeze_blocks=0), a head trained on "
+                             "logits (not metric), label=merger and the image modality")
 
 
 # --------------------------------------------------------------------------- stage
@@ -158,6 +167,42 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
     return model, head, thr
 
 
+def save_own_encoder(cfg: FinetuneConfig, model: Any, mcfg: Any, out: Path, sha: str, how: str) -> None:
+    """The head's own encoder (``out/encoder``), with the pretrained checkpoint's preprocessing
+    record, so predict reads new surveys as the encoder was trained on them."""
+    from galclip.models.checkpoint import read_model_meta, save_checkpoint
+
+    extra = dict(read_model_meta(cfg.checkpoint).get("extra") or {})
+    extra["fine_tuned"] = {"from_sha256": sha, "how": how}
+    save_checkpoint(model, mcfg, out / "encoder", extra=extra)
+
+
+def _self_trained(cfg: FinetuneConfig, model: Any, mcfg: Any, teacher: FusionClassifier, thr: float,
+                  dataset: SurveyDataset, y: np.ndarray, train_idx: np.ndarray, feats: dict[str, np.ndarray],
+                  tab: np.ndarray | None, measured_tab: np.ndarray | None, tab_names: list[str],
+                  fit_rows: np.ndarray, out: Path, ckpt_sha: str) -> tuple[Any, FusionClassifier, float, dict[str, np.ndarray],
+                                                            np.ndarray | None, Any, np.ndarray]:
+    """The student self-trained on the teacher's soft labels (saved to ``out/encoder``): its
+    model, head, threshold, features and statistics (flagged fits repaired from *its*
+    representation, as predict will), and the teacher's probabilities of every row."""
+    everything = np.arange(len(dataset))
+    p_teacher = predict(teacher, feature_tensors(feats, everything, tab, keep=cfg.modalities))
+    model, head, rows = self_train(model, teacher, dataset, y, train_idx, p_teacher, feats["has_image"].astype(bool),
+                                   cfg.self_train, balanced=cfg.train.class_balance != "none",
+                                   modality_p=cfg.train.modality_dropout, tabular=tab,
+                                   tabular_names=tabular_names(model, dataset), out=out, progress=cfg.progress)
+    save_own_encoder(cfg, model, dataclasses.replace(mcfg, image=dataclasses.replace(mcfg.image, eval_views=cfg.self_train.views)),
+                     out, ckpt_sha, "self_trained")
+    feats = extract_features(model, dataset, tokens=head.needs_tokens, batch_size=cfg.batch_size, progress=cfg.progress)
+    repair = None
+    if measured_tab is not None:
+        tab, repair = repaired_tabular(cfg.tabular, measured_tab, tab_names, feats["image"], morphology_flag(dataset),
+                                       fit_rows)
+    p_student = predict(head, feature_tensors(feats, everything, tab, keep=cfg.modalities))
+    thr = student_threshold(p_teacher, p_student, np.setdiff1d(rows, train_idx), thr)
+    return model, head, thr, feats, tab, repair, p_teacher
+
+
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run the stage; returns the metrics dictionary also written to ``metrics.json``."""
     t0 = time.time()
@@ -177,8 +222,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     tokens = cfg.head.kind == "cross_attention"
     feats = extract_features(model, dataset, tokens=tokens, batch_size=cfg.batch_size, cache_dir=cache if frozen else None,
                              model_key=sha, progress=cfg.progress)
+    measured_tab, flag = tab, morphology_flag(dataset)
     if tab is not None and frozen and "image" in feats:  # an unfrozen encoder changes the representation
-        flag = morphology_flag(dataset)
         tab, repair = repaired_tabular(cfg.tabular, tab, tab_names, feats["image"], flag, fit_rows)
     factory = head_factory(cfg.head, feats, cfg.modalities, n_out, tab_names, cfg.train.seed)
     if frozen:
@@ -188,8 +233,14 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         oof = None
         model, head, thr = _unfrozen_fit(cfg, model, dataset, factory, train_idx, y, tab, out)
         feats = extract_features(model, dataset, tokens=tokens, batch_size=cfg.batch_size, progress=cfg.progress)
-        from galclip.models.checkpoint import save_checkpoint
-        save_checkpoint(model, mcfg, out / "encoder")
+        save_own_encoder(cfg, model, mcfg, out, sha, "unfrozen")
+    teacher = None
+    if cfg.self_train.enabled:
+        thr_teacher, oof_teacher = thr, oof
+        model, head, thr, feats, tab, repair, p_teacher = _self_trained(cfg, model, mcfg, head, thr, dataset, y, train_idx,
+                                                                       feats, tab, measured_tab, tab_names, fit_rows, out,
+                                                                       sha)
+        teacher, oof = (p_teacher, thr_teacher, oof_teacher), None
 
     everything = np.arange(len(dataset))
     variants = {"both": list(cfg.modalities)} | {f"{m}_only": [m] for m in cfg.modalities if len(cfg.modalities) > 1}
@@ -206,6 +257,12 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         metrics["test"][name] = evaluate_predictions(y[rows], p[rows], thr, cfg.label) if rows.size else {}
     if oof is not None:  # out-of-fold predictions of the training labels (the threshold was chosen on them)
         metrics["cross_validated"] = evaluate_predictions(y[train_idx], oof, thr, cfg.label)
+    if teacher is not None:  # the frozen head the student learned from, on the same rows
+        p_t, thr_t, oof_t = teacher
+        metrics["teacher"] = {"threshold": thr_t, "test": evaluate_predictions(y[test], p_t[test], thr_t, cfg.label)
+                              if test.size else {}}
+        if oof_t is not None:
+            metrics["teacher"]["cross_validated"] = evaluate_predictions(y[train_idx], oof_t, thr_t, cfg.label)
     metrics["seconds"] = round(time.time() - t0, 2)
 
     p_all = probs["both"]
@@ -221,6 +278,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     for name, p in probs.items():
         if name != "both":
             table[f"p_merger_{name}"] = merger_probability(p, cfg.label)
+    if teacher is not None:
+        table["p_merger_teacher"] = teacher[0]
     if repair is not None:  # which rows the head saw with statistics estimated from the representation
         table["statistics_repaired"] = repair.repaired_rows(feats["image"], flag)
     if p_all.ndim == 2:
@@ -235,7 +294,8 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
             "tabular_columns": tab_names, "tabular_prep": prep_to_dict(prep), "tabular_repair": repair_dict(repair),
             "threshold": thr,
             "label": cfg.label, "modalities": list(cfg.modalities), "checkpoint": str(cfg.checkpoint),
-            "checkpoint_sha256": sha, "unfreeze_blocks": cfg.unfreeze_blocks, "config": to_dict(cfg),
+            "checkpoint_sha256": sha, "unfreeze_blocks": cfg.unfreeze_blocks,
+            "own_encoder": not frozen or cfg.self_train.enabled, "config": to_dict(cfg),
             "data": data_signature(dataset)}
     save_head(head, out, meta)
     save_reference(out, feats, train_idx, cfg.modalities)

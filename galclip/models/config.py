@@ -41,6 +41,10 @@ class ImageTowerConfig:
             capped at their width). Few enough that hundreds of weak, noisy directions do
             not decide nearest neighbours; enough that a linear head still sees the finer
             structure of several stages.
+        eval_views: in eval mode, average the pooled features over this many of the 8
+            flips/90° rotations of each cutout (1 = the cutout as it is). A tower trained
+            with flips and rotations as noise (``finetune``'s self-training) is made
+            invariant to them this way at prediction time; pretrained towers keep 1.
     """
 
     backbone: str = "resnet18"
@@ -50,6 +54,7 @@ class ImageTowerConfig:
     residual: bool = False
     representation_stages: int = 1
     representation_components: int = 64
+    eval_views: int = 1
 
 
 @dataclasses.dataclass

@@ -77,6 +77,9 @@ class ImageTower(nn.Module):
         if self.representation_stages > 1 and not hasattr(self.backbone, "forward_intermediates"):
             raise ConfigError(f"image.representation_stages > 1 needs a timm backbone with "
                               f"forward_intermediates ({ic.backbone!r} has none)")
+        self.eval_views = int(ic.eval_views)
+        if not 1 <= self.eval_views <= 8:
+            raise ConfigError(f"image.eval_views must be 1-8 (flips/90° rotations), got {self.eval_views}")
         self.representation_width = (self.num_features if self.representation_stages == 1 else
                                       self._stage_width(cfg.image_size))
 
@@ -97,7 +100,12 @@ class ImageTower(nn.Module):
             x = x.flatten(2).transpose(1, 2)
         return x
 
+    def _views(self) -> int:
+        return 1 if self.training else self.eval_views
+
     def forward(self, image: Tensor) -> Tensor:
+        if self._views() > 1:
+            return self.pooled(image)[0]
         x = self.backbone.forward_features(self.inputs(image))
         return self.backbone.forward_head(x, pre_logits=True)
 
@@ -106,8 +114,15 @@ class ImageTower(nn.Module):
 
         The representation features are the final pooled features, or with
         ``representation_stages`` = k > 1 the global averages of the last k stages' outputs
-        side by side (timm ``forward_intermediates``).
+        side by side (timm ``forward_intermediates``). In eval mode with ``eval_views`` > 1,
+        both are averaged over that many flips/rotations of the cutout.
         """
+        if self._views() > 1:
+            pairs = [self._pooled_once(dihedral(image, k)) for k in range(self._views())]
+            return torch.stack([p[0] for p in pairs]).mean(0), torch.stack([p[1] for p in pairs]).mean(0)
+        return self._pooled_once(image)
+
+    def _pooled_once(self, image: Tensor) -> tuple[Tensor, Tensor]:
         x = self.inputs(image)
         if self.representation_stages == 1:
             f = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
@@ -123,6 +138,13 @@ class ImageTower(nn.Module):
         _, r = self.pooled(torch.zeros(1, self.n_bands, size, size))
         self.train(was)
         return int(r.shape[1])
+
+
+def dihedral(x: Tensor, k: int) -> Tensor:
+    """The k-th (0-7) of the 8 flips/90° rotations of (..., H, W) images: k mod 4 quarter
+    turns, then a left-right flip for k >= 4."""
+    x = torch.rot90(x, k % 4, (-2, -1))
+    return torch.flip(x, (-1,)) if k >= 4 else x
 
 
 def _global_pool(x: Tensor) -> Tensor:

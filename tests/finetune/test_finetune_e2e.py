@@ -111,6 +111,8 @@ def test_unfrozen_finetune_trains_top_blocks(tiny_dataset: Path, tiny_ckpt: Path
     out = tmp_path / "unfrozen"
     run_finetune(_ft_cfg(tiny_dataset, tiny_ckpt, out, "unfreeze_blocks=1", "unfrozen_epochs=1"))
     tuned, _ = load_model(out / "encoder")
+    from galclip.models.checkpoint import read_model_meta
+    assert read_model_meta(out / "encoder")["extra"]["fine_tuned"]["how"] == "unfrozen"
     before, _ = load_model(tiny_ckpt)
     changed = {id(p) for p, q in zip(tuned.parameters(), before.parameters()) if not torch.equal(p, q)}
     assert changed

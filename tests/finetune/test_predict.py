@@ -93,3 +93,32 @@ def _data(path: Path):
     from galclip.data.dataset import DataConfig
 
     return DataConfig(path=str(path))
+
+
+def test_self_trained_student_is_saved_and_applied_to_new_samples(workflow, tmp_path):
+    """The student's own encoder (view-averaged) travels with the head: predict uses it, and
+    on the training survey it reproduces finetune's own probabilities."""
+    from galclip.models.checkpoint import read_model_meta
+
+    root, first, second, _, _ = workflow
+    ft = FinetuneConfig(checkpoint=str(root / "pre"), labels=str(root / "my_labels.csv"), out=str(tmp_path / "st"),
+                        test_fraction=0, progress=False)
+    ft.data.path = str(first)
+    ft.train.epochs = 10
+    ft.self_train.enabled, ft.self_train.prior = True, 0.1
+    ft.self_train.epochs, ft.self_train.min_steps, ft.self_train.batch_size = 1, 3, 8
+    metrics = run_finetune(ft)
+    assert "cross_validated" in metrics["teacher"] and "cross_validated" not in metrics
+    assert read_model_meta(tmp_path / "st" / "encoder")["model_config"]["image"]["eval_views"] == 8
+    rows = list(csv.DictReader(open(tmp_path / "st" / "predictions.csv")))
+    student = np.array([float(r["p_merger"]) for r in rows])
+    teacher = np.array([float(r["p_merger_teacher"]) for r in rows])
+    assert not np.allclose(student, teacher)  # the student moved away from its teacher
+    again = run_predict(PredictConfig(model=str(tmp_path / "st"), data=_data(first), out=str(tmp_path / "p1"),
+                                      progress=False))
+    pred = np.array([float(r["p_merger"]) for r in csv.DictReader(open(tmp_path / "p1" / "predictions.csv"))])
+    np.testing.assert_allclose(pred, student, atol=1e-5)
+    assert again["checkpoint_sha256"] != json.loads((root / "ft" / "head.json").read_text())["checkpoint_sha256"]
+    new = run_predict(PredictConfig(model=str(tmp_path / "st"), data=_data(second), out=str(tmp_path / "p2"),
+                                    progress=False))
+    assert new["n"] == 25 and new["checkpoint_sha256"] == again["checkpoint_sha256"]

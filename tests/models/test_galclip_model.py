@@ -328,3 +328,25 @@ def test_standardizer_fit_gives_the_exact_statistics_of_its_rows():
     assert torch.allclose(st(feats).var(0) * 299 / 300, want, rtol=1e-3)
     with pytest.raises(ValueError, match="at least 2 rows"):
         st.fit(feats[:1])
+
+
+def test_eval_views_make_the_tower_invariant_to_flips_and_rotations():
+    import torch
+
+    from galclip.models import build_model, get_model_config
+    from galclip.models.towers import dihedral
+
+    torch.manual_seed(0)
+    cfg = get_model_config("tiny", n_bands=2, image_size=32, spectrum_length=256)
+    model = build_model(cfg).eval()
+    x = torch.randn(3, 2, 32, 32)
+    assert len({tuple(dihedral(x, k)[0, 0, :2, :2].flatten().tolist()) for k in range(8)}) == 8  # 8 distinct views
+    plain = model.image_encoder.pooled(x)[0]
+    assert not torch.allclose(plain, model.image_encoder.pooled(torch.rot90(x, 1, (-2, -1)))[0], atol=1e-4)
+    model.image_encoder.eval_views = 8
+    with torch.no_grad():
+        a, b = model.image_encoder.pooled(x), model.image_encoder.pooled(torch.flip(torch.rot90(x, 1, (-2, -1)), (-1,)))
+    torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.image_encoder(x), a[0])
+    model.train()  # training sees one view: the flips/rotations are the noise there
+    assert not torch.allclose(model.image_encoder.pooled(x)[0], a[0], atol=1e-4)

@@ -56,6 +56,7 @@ class SelfTrainConfig:
         max_rows: soft-labelled rows per run at most (a random subset of a larger survey).
         views: flips/rotations the student's tower averages at prediction (its checkpoint's
             ``image.eval_views``; 8 = all of them, 1 = none).
+        rounds: students in a row, each the next one's teacher (1 = one student).
         seed: seed of the subset, the batches and the flips/rotations.
     """
 
@@ -69,13 +70,14 @@ class SelfTrainConfig:
     batch_size: int = 32
     max_rows: int = 50_000
     views: int = 8
+    rounds: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.prior < 1:
             raise ValueError(f"self_train.prior must be in [0, 1) (0 = the labels' fraction), got {self.prior}")
-        if self.epochs < 1 or self.batch_size < 2 or self.max_rows < 1 or not 1 <= self.views <= 8:
-            raise ValueError("self_train.epochs and max_rows must be >= 1, batch_size >= 2, views 1-8")
+        if min(self.epochs, self.max_rows, self.rounds) < 1 or self.batch_size < 2 or not 1 <= self.views <= 8:
+            raise ValueError("self_train.epochs, max_rows and rounds must be >= 1, batch_size >= 2, views 1-8")
 
 
 def move_to_prior(p: np.ndarray, source: float, target: float) -> np.ndarray:
@@ -87,18 +89,19 @@ def move_to_prior(p: np.ndarray, source: float, target: float) -> np.ndarray:
 
 
 def soft_targets(p_teacher: np.ndarray, y: np.ndarray, train_idx: np.ndarray, has_image: np.ndarray,
-                 cfg: SelfTrainConfig, balanced: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 cfg: SelfTrainConfig, balanced: bool | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, targets, labelled mask): the training labels as they are, every other row with an
     image on the teacher's probability moved to the survey's merger fraction.
 
-    ``balanced``: the teacher was trained class-balanced (its probabilities read at 50 %)."""
+    ``balanced``: the teacher was trained class-balanced (its probabilities read at 50 %),
+    False: at the labels' fraction, None: already at the survey's fraction (a student)."""
     yl = y[train_idx].astype(float)
     frac = float(yl.mean())
     prior = cfg.prior if cfg.prior > 0 else frac
     if cfg.prior <= 0 and frac >= 0.3:
         log.warning("self_train.prior=0 takes the labels' merger fraction, %.2f: if the labels are a balanced "
                     "draw rather than a random sample, set self_train.prior to the survey's fraction", frac)
-    source = 0.5 if balanced else frac
+    source = 0.5 if balanced else frac if balanced is not None else prior
     others = np.setdiff1d(np.flatnonzero(has_image), train_idx)
     if others.size > cfg.max_rows:
         others = np.sort(np.random.default_rng(cfg.seed).choice(others, cfg.max_rows, replace=False))
@@ -197,7 +200,36 @@ def self_train(model: Any, teacher: FusionClassifier, dataset: SurveyDataset, y:
                tabular_names: Sequence[str] | None = None, out: str | Path = ".",
                progress: bool = True) -> tuple[Any, FusionClassifier, np.ndarray]:
     """Train a student (``model``'s image tower + a copy of ``teacher``) on the training labels
-    and the teacher's soft labels; returns (model, student head, rows it trained on)."""
+    and the teacher's soft labels; returns (model, student head, rows it trained on).
+
+    With ``cfg.rounds`` > 1 each student teaches the next, which starts again from the
+    pretrained tower and the teacher's head (Xie et al.: iterating helps); a student's
+    probabilities already read at the survey's fraction, so they are not moved again."""
+    start = copy.deepcopy(model) if cfg.rounds > 1 else None
+    for r in range(cfg.rounds):
+        net = model if start is None or r == cfg.rounds - 1 else copy.deepcopy(start)
+        net, head, rows = _one_round(net, teacher, dataset, y, train_idx, p_teacher, has_image, cfg,
+                                     balanced if r == 0 else None, modality_p, tabular, tabular_names, out, progress)
+        if r < cfg.rounds - 1:
+            p_teacher = _probabilities(net, head, dataset, tabular, progress)
+    return net, head, rows
+
+
+def _probabilities(model: Any, head: FusionClassifier, dataset: SurveyDataset, tabular: np.ndarray | None,
+                   progress: bool) -> np.ndarray:
+    """Every row's merger probability from a student (its tower averaging its views)."""
+    from galclip.finetune.features import extract_features, feature_tensors
+    from galclip.finetune.head_training import predict
+
+    feats = extract_features(model, dataset, progress=progress)
+    return predict(head, feature_tensors(feats, np.arange(len(dataset)), tabular, keep=head.modalities))
+
+
+def _one_round(model: Any, teacher: FusionClassifier, dataset: SurveyDataset, y: np.ndarray, train_idx: np.ndarray,
+               p_teacher: np.ndarray, has_image: np.ndarray, cfg: SelfTrainConfig, balanced: bool | None,
+               modality_p: float, tabular: np.ndarray | None, tabular_names: Sequence[str] | None,
+               out: str | Path, progress: bool) -> tuple[Any, FusionClassifier, np.ndarray]:
+    """One student trained on ``p_teacher`` (``balanced`` None: already at the survey's fraction)."""
     rows, targets, labelled = soft_targets(p_teacher, y, train_idx, has_image, cfg, balanced)
     yl = y[train_idx].astype(int)
     pos_weight = float((yl == 0).sum() / max((yl == 1).sum(), 1))

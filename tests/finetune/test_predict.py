@@ -107,6 +107,7 @@ def test_self_trained_student_is_saved_and_applied_to_new_samples(workflow, tmp_
     ft.train.epochs = 10
     ft.self_train.enabled, ft.self_train.prior = True, 0.1
     ft.self_train.epochs, ft.self_train.min_steps, ft.self_train.batch_size = 1, 3, 8
+    ft.self_train.rounds = 2  # the first student teaches the second
     metrics = run_finetune(ft)
     assert "cross_validated" in metrics["teacher"] and "cross_validated" not in metrics
     assert read_model_meta(tmp_path / "st" / "encoder")["model_config"]["image"]["eval_views"] == 8

@@ -7,7 +7,7 @@ hold more than the frozen read-out gives, and forty labels are too few to find i
 frozen fused head (the *teacher*, fitted as usual) gives every other galaxy of the survey a
 merger probability; the image tower and a copy of the head (the *student*) are then trained
 end to end on the true labels and those soft labels together, with random flips and 90°
-rotations as the noise. The student's labels never include a held-out test label.
+rotations (per object) as the noise. The student's labels never include a held-out test label.
 
 The teacher was trained class-balanced, so its probabilities speak for a 50 % merger
 fraction; a survey has far fewer mergers. Before they become targets its odds are moved to
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from galclip.data.dataset import SurveyDataset, collate
 from galclip.encode import HEAD_IMAGE_VECTOR, encode_batch
 from galclip.finetune.heads import FusionClassifier, modality_dropout
-from galclip.models.towers import dihedral
+from galclip.pretrain.augment import AugmentConfig, augment_images
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class SelfTrainConfig:
         views: flips/rotations the student's tower averages at prediction (its checkpoint's
             ``image.eval_views``; 8 = all of them, 1 = none).
         rounds: students in a row, each the next one's teacher (1 = one student).
+        augment: the student's noise, :func:`galclip.pretrain.augment.augment_images` per
+            object (flips and 90° rotations by default; sub-pixel shifts, extra pixel noise
+            and seeing as in pretraining when set; no crops: tidal features stay in frame).
         seed: seed of the subset, the batches and the flips/rotations.
     """
 
@@ -71,6 +74,8 @@ class SelfTrainConfig:
     max_rows: int = 50_000
     views: int = 8
     rounds: int = 1
+    augment: AugmentConfig = dataclasses.field(
+        default_factory=lambda: AugmentConfig(shift_px=0.0, image_noise=0.0, psf_sigma=0.0))
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -161,8 +166,8 @@ class StudentModule(pl.LightningModule):
         return self.head(f)[:, 0]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        k = int(torch.randint(8, (1,), generator=self.gen))
-        batch = {**batch, "image": dihedral(batch["image"], k)}
+        image, ivar = augment_images(batch["image"], batch["image_ivar"], self.cfg.augment, self.gen)
+        batch = {**batch, "image": image, "image_ivar": ivar}
         target = batch["target"].float()
         # class weight on the labelled mergers only; the soft labels already carry the survey's prior
         w = torch.where(batch["labelled"].bool() & (target > 0.5), self.pos_weight, 1.0)

@@ -69,6 +69,9 @@ MY_PRETRAIN = ("galclip pretrain --config configs/pretrain_image_only.yaml --dat
                "--out runs/my_pretrain")
 MY_FINETUNE = ("galclip finetune --config configs/finetune.yaml --data data/my_survey --checkpoint runs/my_pretrain "
                "--labels my_labels.csv test_fraction=0 --out runs/my_head")
+MY_STUDENT = ("galclip finetune --config configs/finetune.yaml --data data/my_survey --checkpoint runs/my_pretrain "
+              "--labels my_labels.csv test_fraction=0 self_train.enabled=true self_train.prior=0.05 "
+              "--out runs/my_student")
 
 TABLE: dict[str, How] = {
     'python3 -m venv .venv && .venv/bin/pip install -e .[dev]':
@@ -115,6 +118,13 @@ TABLE: dict[str, How] = {
     # a second survey ingested the same way: the same one here
     "galclip predict --model runs/my_head --data data/new_survey --out runs/my_predictions":
         How(replace={"data/new_survey": "data/my_survey"}, append=("progress=false",), after=(MY_FINETUNE,),
+            check="runs/my_predictions/summary.json:n=16"),
+    # self-training: the same labels, a one-epoch student
+    MY_STUDENT: How(replace={"runs/my_pretrain": "runs/my_jpeg_pretrain"},
+                    append=(*HEAD_SMALL, "self_train.epochs=1", "self_train.min_steps=2", "self_train.batch_size=8"),
+                    after=(MY_PRETRAIN,)),
+    "galclip predict --model runs/my_student --data data/new_survey --out runs/my_predictions":
+        How(replace={"data/new_survey": "data/my_survey"}, append=("progress=false",), after=(MY_STUDENT,),
             check="runs/my_predictions/summary.json:n=16"),
 }
 

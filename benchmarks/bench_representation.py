@@ -217,13 +217,18 @@ def _margins(res: dict[str, list[float]], n: int | str) -> dict[str, object]:
     for k, v in res.items():
         if k == "morph_lr" or len(v) != ref.size or not v:
             continue
-        diff = np.asarray(v) - ref
-        rng = np.random.default_rng(0)
-        boot = rng.choice(diff, (5000, diff.size)).mean(1)
-        out[f"{k}_minus_morph_{n}"] = round(float(diff.mean()), 4)
-        out[f"{k}_minus_morph_{n}_ci95"] = [round(float(q), 4) for q in np.percentile(boot, [2.5, 97.5])]
-        out[f"{k}_ahead_of_morph_{n}"] = round(float((diff > 0).mean()), 3)
+        mean, ci, ahead = paired_difference(np.asarray(v), ref)
+        out[f"{k}_minus_morph_{n}"], out[f"{k}_minus_morph_{n}_ci95"], out[f"{k}_ahead_of_morph_{n}"] = mean, ci, ahead
     return out
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, list[float], float]:
+    """Mean of ``a - b`` over draws, its bootstrap 95 % interval over the draws, and the fraction
+    of draws where ``a`` is ahead."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    boot = np.random.default_rng(0).choice(diff, (5000, diff.size)).mean(1)
+    return (round(float(diff.mean()), 4), [round(float(q), 4) for q in np.percentile(boot, [2.5, 97.5])],
+            round(float((diff > 0).mean()), 3))
 
 
 def knn_and_candidates(vec: np.ndarray, y: np.ndarray, seeds: int) -> dict[str, float]:

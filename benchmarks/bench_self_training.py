@@ -40,7 +40,7 @@ from galclip.data.morphology import morphology_columns  # noqa: E402
 from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular  # noqa: E402
 from galclip.finetune.train import FinetuneConfig, run_finetune  # noqa: E402
-from bench_representation import draws  # noqa: E402
+from bench_representation import draws, paired_difference  # noqa: E402
 
 
 def write_labels(path: Path, ids: np.ndarray, y: np.ndarray, rows: np.ndarray, label: str) -> None:
@@ -56,11 +56,18 @@ def read_scores(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in ("p_merger", "p_merger_teacher")}
 
 
-def bootstrap(d: np.ndarray, n: int = 10_000) -> list[float]:
-    """95 % interval of the mean of paired differences ``d`` over the draws."""
-    rng = np.random.default_rng(0)
-    means = d[rng.integers(0, len(d), (n, len(d)))].mean(1)
-    return [round(float(np.quantile(means, q)), 4) for q in (0.025, 0.975)]
+def summary(res: dict[str, list[float]], args: argparse.Namespace) -> dict[str, object]:
+    """Means over the draws and the student's paired differences (bootstrap 95 % intervals)."""
+    a = {k: np.array(v) for k, v in res.items()}
+    out: dict[str, object] = {"draws": len(a["student"]), "prior": args.prior, "overrides": args.override,
+                              "morph_c": args.morph_c, "mean": {k: round(float(v.mean()), 4) for k, v in a.items()},
+                              "std": {k: round(float(v.std()), 4) for k, v in a.items()}}
+    for ref in ("teacher", "morph_lr"):
+        mean, ci, ahead = paired_difference(a["student"], a[ref])
+        out[f"student_minus_{ref}"], out[f"student_minus_{ref}_ci95"], out[f"student_ahead_of_{ref}"] = mean, ci, ahead
+    out["teacher_minus_morph_lr"] = paired_difference(a["teacher"], a["morph_lr"])[0]
+    out["per_draw"] = {k: [round(float(x), 4) for x in v] for k, v in a.items()}
+    return out
 
 
 def main() -> None:
@@ -108,19 +115,8 @@ def main() -> None:
                 res["seconds"].append(time.perf_counter() - t0)
                 shutil.rmtree(run)
                 print(budget, s, {k: round(v[-1], 3) for k, v in res.items()}, flush=True)
-            a = {k: np.array(v) for k, v in res.items()}
             key = f"{budget}/{args.tag}" if args.tag else budget
-            out["budgets"][key] = {
-                "draws": len(a["student"]), "prior": args.prior, "overrides": args.override, "morph_c": args.morph_c,
-                "mean": {k: round(float(v.mean()), 4) for k, v in a.items()},
-                "std": {k: round(float(v.std()), 4) for k, v in a.items()},
-                "student_minus_teacher": round(float((a["student"] - a["teacher"]).mean()), 4),
-                "student_minus_teacher_ci95": bootstrap(a["student"] - a["teacher"]),
-                "student_ahead_of_teacher": round(float((a["student"] > a["teacher"]).mean()), 3),
-                "student_minus_morph_lr": round(float((a["student"] - a["morph_lr"]).mean()), 4),
-                "student_minus_morph_lr_ci95": bootstrap(a["student"] - a["morph_lr"]),
-                "teacher_minus_morph_lr": round(float((a["teacher"] - a["morph_lr"]).mean()), 4),
-                "per_draw": {k: [round(float(x), 4) for x in v] for k, v in a.items()}}
+            out["budgets"][key] = summary(res, args)
             path.write_text(json.dumps(out, indent=1))
             print(key, json.dumps({k: out["budgets"][key][k] for k in ("mean", "student_minus_teacher",
                                                                           "student_minus_morph_lr")}), flush=True)

@@ -56,13 +56,8 @@ from galclip.finetune.baselines import morphology_lr  # noqa: E402
 from galclip.finetune.features import load_batches  # noqa: E402
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular  # noqa: E402
 from galclip.models.galclip import build_model  # noqa: E402
+from galclip.models.towers import dihedral  # noqa: E402  (the 8 flips/rotations, as the towers average them)
 from bench_representation import draws, head_setup  # noqa: E402  (the representation bench's draws and heads)
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 flips/90° rotations of (N,B,H,W)."""
-    x = torch.rot90(x, k % 4, (2, 3))
-    return torch.flip(x, (3,)) if k >= 4 else x
 
 
 class Finetuner:

@@ -33,6 +33,7 @@ from galclip.finetune.labels import labeled_dataset, merger_probability, n_class
 from galclip.finetune.methods import ALL_METHODS, METHODS, Bench, Method
 from galclip.finetune.metrics import METRIC_NAMES, binary_metrics, summarise
 from galclip.finetune.sampling import holdout_split, stratified_budget
+from galclip.finetune.self_training import SelfTrainConfig
 from galclip.finetune.tabular_inputs import TabularInputConfig, build_tabular, repaired_tabular
 from galclip.models import build_model
 from galclip.tables import columns_table, write_table
@@ -57,7 +58,11 @@ class EvaluateConfig:
         min_per_class: minimum labels per class in every budget.
         test_fraction, split_seed: the fixed held-out test split.
         methods: methods to run (None = all that apply: spectrum methods need spectra,
-            tabular methods need statistics, ``image_ssl`` needs its checkpoint).
+            tabular methods need statistics, ``image_ssl`` needs its checkpoint;
+            ``galclip_self_trained`` runs only when listed: it trains the tower per draw).
+        self_train: the self-training of ``galclip_self_trained`` (as ``finetune``'s; its
+            ``prior`` 0 = the drawn labels' fraction, which evaluate's stratified draws keep
+            at the survey's).
         head: fusion head used by every embedding method.
         tabular_head: head tabular mode for the ``*_morph``/``*_tabular`` methods
             (``linear`` or ``encoder`` = FT-Transformer branch).
@@ -87,6 +92,7 @@ class EvaluateConfig:
     tabular: TabularInputConfig = dataclasses.field(default_factory=TabularInputConfig)
     morph_lr_c: float = 0.3
     cnn: CNNConfig = dataclasses.field(default_factory=CNNConfig)
+    self_train: SelfTrainConfig = dataclasses.field(default_factory=SelfTrainConfig)
     random_seed: int = 12345
     plot_metrics: list[str] = dataclasses.field(default_factory=lambda: ["roc_auc", "balanced_accuracy", "f1"])
     batch_size: int = 64
@@ -182,7 +188,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     pool, test = holdout_split(y, cfg.test_fraction, cfg.split_seed)
     yi = np.nan_to_num(y).astype(int)
     log.info("%d rows: %d labeled pool, %d test (%d mergers)", len(dataset), pool.size, test.size, yi[test].sum())
-    wanted = [m for name, m in METHODS.items() if cfg.methods is None or name in cfg.methods]
+    wanted = [m for name, m in METHODS.items()
+              if (cfg.methods is None and not getattr(m, "opt_in", False)) or name in (cfg.methods or ())]
     bench = _bench(cfg, ckpt, dataset, cache, yi, test, wanted)
     methods = [m for m in wanted if m.available(bench)]
     budgets = sorted({min(b, pool.size) for b in cfg.budgets})
@@ -234,7 +241,8 @@ def _bench(cfg: EvaluateConfig, ckpt: Checkpoint, dataset: SurveyDataset, cache:
         return got if got is not None else extract_features(enc, dataset, tokens, cfg.batch_size, cache, key,
                                                              cfg.progress, batches=rows())
 
-    bench = Bench(cfg, yi, test, {"pretrained": feats_of(ckpt.model, ckpt.sha256)})
+    bench = Bench(cfg, yi, test, {"pretrained": feats_of(ckpt.model, ckpt.sha256)}, dataset=dataset,
+                  checkpoint=str(cfg.checkpoint))
     needs = {m.features for m in wanted}
     if "random" in needs:  # the same read-out as the pretrained model, fitted label-free here
         key = f"random{cfg.random_seed}_fitted_{ckpt.sha256}"

@@ -21,6 +21,9 @@ image_ssl                       image tower of an image-only SSL checkpoint (``i
 image_ssl_morph                 the same + morphology statistics
 morphology_lr                   Gini/M20/A/C... + logistic regression (scikit-learn); morphology
                                 columns only, even when the dataset has other catalogue columns
+galclip_self_trained            galclip_image_tabular as the teacher of a self-trained student (image tower +
+                                head, :mod:`galclip.finetune.self_training`), scored as the student; opt-in
+                                (``methods: [..., galclip_self_trained]``): it trains a network per draw
 asymmetry_only                  zero-label reference: galaxies ranked by rotational asymmetry alone
                                 (labels only place its decision threshold)
 cnn_scratch                     small timm CNN trained from scratch with augmentation
@@ -61,6 +64,8 @@ class Bench:
     # encoder → ``tab`` with flagged fits' statistics estimated from that encoder's image
     # representation (galclip.finetune.repair); heads that read the image use it, baselines never
     repaired_tab: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    dataset: Any = None  # the survey and the checkpoint path, for methods that train the encoder
+    checkpoint: str = ""
 
     @property
     def has_spectra(self) -> bool:
@@ -147,6 +152,49 @@ class Baseline:
         return time.time() - t0, [(self.name, bench.test, p, thr)]
 
 
+@dataclasses.dataclass(frozen=True)
+class SelfTrainedMethod:
+    """The fused image head (``galclip_image_tabular``) as the teacher of a self-trained student,
+    as ``galclip finetune self_train.enabled=true`` runs it (``cfg.self_train``; the test rows'
+    labels are never read, their images are part of the survey it self-trains on)."""
+
+    name: str = "galclip_self_trained"
+    features: str = "pretrained"
+    tabular: bool = True
+    images: bool = False
+    opt_in: bool = True
+
+    def available(self, bench: Bench) -> bool:
+        return bench.dataset is not None and bool(bench.checkpoint) and bench.tab is not None
+
+    def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
+        from galclip.data.morphology import morphology_flag
+        from galclip.encode import load_checkpoint
+        from galclip.finetune.features import extract_features
+        from galclip.finetune.self_training import self_train, student_threshold
+        from galclip.finetune.tabular_inputs import repaired_tabular
+
+        t0 = time.time()
+        cfg, feats, everything = bench.cfg, bench.features["pretrained"], np.arange(len(bench.yi))
+        tab = bench.repaired_tab.get("pretrained", bench.tab)
+        hcfg = dataclasses.replace(cfg.head, tabular=cfg.tabular_head)
+        factory = head_factory(hcfg, feats, ["image"], 1, bench.tab_names, seed)
+        teacher, thr, _ = fit_with_threshold(factory, feature_tensors(feats, train_rows, tab, keep=["image"]),
+                                             bench.yi[train_rows], cfg.train, seed=seed)
+        p_teacher = predict(teacher, feature_tensors(feats, everything, tab, keep=["image"]))
+        st = dataclasses.replace(cfg.self_train, seed=seed)
+        model, head, rows = self_train(load_checkpoint(bench.checkpoint).model, teacher, bench.dataset, bench.yi,
+                                       train_rows, p_teacher, feats["has_image"].astype(bool), st,
+                                       balanced=cfg.train.class_balance != "none", tabular=tab, progress=False)
+        student = extract_features(model, bench.dataset, batch_size=cfg.batch_size, progress=False)
+        fit_rows = np.setdiff1d(everything, bench.test)  # the statistics repaired from the student, as predict does
+        tab, _ = repaired_tabular(cfg.tabular, bench.tab, bench.tab_names, student["image"],
+                                  morphology_flag(bench.dataset), fit_rows)
+        p = predict(head, feature_tensors(student, everything, tab, keep=["image"]))
+        thr = student_threshold(p_teacher, p, np.setdiff1d(rows, train_rows), thr)
+        return time.time() - t0, [(self.name, bench.test, p[bench.test], thr)]
+
+
 def _morphology_lr(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
     """The classical baseline: morphology statistics only + logistic regression."""
     cfg, xm = bench.cfg, bench.tab[:, bench.morph_cols]
@@ -197,6 +245,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     HeadMethod("random_init", "random", None),
     HeadMethod("image_ssl", "image_ssl", ("image",)),
     HeadMethod("image_ssl_morph", "image_ssl", ("image",), tabular=True),
+    SelfTrainedMethod(),
     Baseline("galclip_image_probe", _image_probe, lambda bench: "pretrained" in bench.features,
              features="pretrained"),
     Baseline("morphology_lr", _morphology_lr, lambda bench: bool(bench.morph_cols), tabular=True),

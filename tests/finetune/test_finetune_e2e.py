@@ -155,3 +155,21 @@ def test_evaluate_harness_tiny(tiny_dataset: Path, tiny_ckpt: Path, tmp_path: Pa
                 for m in ("galclip_fusion", "random_init", "cnn_scratch")}
     assert test_ids["galclip_fusion"] == test_ids["random_init"] == test_ids["cnn_scratch"]
     assert list((out / "cache").glob("features_random*_fitted_*.npz"))  # random init: read-out fitted
+
+
+def test_evaluate_runs_self_training_only_when_asked(tiny_dataset: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    from galclip.finetune.evaluate import EvaluateConfig, run_evaluate
+
+    base = [f"data.path={tiny_dataset}", "data.image.size=32", f"checkpoint={tiny_ckpt}", "budgets=[8]", "seeds=[0]",
+            "train.epochs=3", "train.cv_folds=0", "progress=false", "self_train.epochs=1", "self_train.min_steps=2",
+            "self_train.batch_size=8", "self_train.prior=0.25"]
+    report = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out={tmp_path / 'ev'}",
+                                                            "methods=[galclip_self_trained,morphology_lr]"]))
+    rows = {r["method"]: r for r in report["summary"]}
+    assert set(rows) == {"galclip_self_trained", "morphology_lr"}
+    run = next(r for r in report["runs"] if r["method"] == "galclip_self_trained")
+    assert 0 <= run["roc_auc"] <= 1 and run["seconds"] > 0
+    every = run_evaluate(load_config(EvaluateConfig, None, [*base, f"out={tmp_path / 'all'}",
+                                                            "methods=null", "head.tabular=none"]))
+    ran = {r["method"] for r in every["runs"]}
+    assert "galclip_fusion" in ran and "galclip_self_trained" not in ran  # opt-in: not in "all that apply"

@@ -16,10 +16,12 @@ def test_methods_declare_their_inputs() -> None:
     bench.features["pretrained"]["has_spectrum"][0] = True
     bench.tab, bench.tab_names, bench.morph_cols = np.zeros((4, 1)), ["gini"], [0]
     assert {n for n, m in METHODS.items() if not m.available(bench)} == {"image_ssl", "image_ssl_morph", "cnn_scratch",
-                                                                         "asymmetry_only"}
+                                                                         "asymmetry_only", "galclip_self_trained"}
     bench.tab_names = ["gini", "asymmetry"]
     assert METHODS["asymmetry_only"].available(bench)
-    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 15
+    bench.dataset, bench.checkpoint = object(), "runs/pretrain"  # self-training reads the survey and the weights
+    assert METHODS["galclip_self_trained"].available(bench)
+    assert ALL_METHODS[0] == "galclip_fusion" and len(ALL_METHODS) == 16
 
 
 def test_metric_methods_swap_only_the_head_kind() -> None:

@@ -170,9 +170,7 @@ class SelfTrainedMethod:
     def run(self, bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[float, list[Scored]]:
         from galclip.data.morphology import morphology_flag
         from galclip.encode import load_checkpoint
-        from galclip.finetune.features import extract_features
-        from galclip.finetune.self_training import self_train, student_threshold
-        from galclip.finetune.tabular_inputs import repaired_tabular
+        from galclip.finetune.self_training import teach
 
         t0 = time.time()
         cfg, feats, everything = bench.cfg, bench.features["pretrained"], np.arange(len(bench.yi))
@@ -181,18 +179,14 @@ class SelfTrainedMethod:
         factory = head_factory(hcfg, feats, ["image"], 1, bench.tab_names, seed)
         teacher, thr, _ = fit_with_threshold(factory, feature_tensors(feats, train_rows, tab, keep=["image"]),
                                              bench.yi[train_rows], cfg.train, seed=seed)
-        p_teacher = predict(teacher, feature_tensors(feats, everything, tab, keep=["image"]))
-        st = dataclasses.replace(cfg.self_train, seed=seed)
-        model, head, rows = self_train(load_checkpoint(bench.checkpoint).model, teacher, bench.dataset, bench.yi,
-                                       train_rows, p_teacher, feats["has_image"].astype(bool), st,
-                                       balanced=cfg.train.class_balance != "none", tabular=tab, progress=False)
-        student = extract_features(model, bench.dataset, batch_size=cfg.batch_size, progress=False)
-        fit_rows = np.setdiff1d(everything, bench.test)  # the statistics repaired from the student, as predict does
-        tab, _ = repaired_tabular(cfg.tabular, bench.tab, bench.tab_names, student["image"],
-                                  morphology_flag(bench.dataset), fit_rows)
-        p = predict(head, feature_tensors(student, everything, tab, keep=["image"]))
-        thr = student_threshold(p_teacher, p, np.setdiff1d(rows, train_rows), thr)
-        return time.time() - t0, [(self.name, bench.test, p[bench.test], thr)]
+        # the statistics repaired from the student, fitted on the non-test rows, as predict does
+        repair = (cfg.tabular, bench.tab, bench.tab_names, morphology_flag(bench.dataset),
+                  np.setdiff1d(everything, bench.test))
+        st = teach(load_checkpoint(bench.checkpoint).model, teacher, thr, bench.dataset, bench.yi, train_rows, feats,
+                   tab, dataclasses.replace(cfg.self_train, seed=seed), keep=["image"],
+                   balanced=cfg.train.class_balance != "none", repair=repair, batch_size=cfg.batch_size,
+                   progress=False)
+        return time.time() - t0, [(self.name, bench.test, st.p_student[bench.test], st.threshold)]
 
 
 def _morphology_lr(bench: Bench, train_rows: np.ndarray, seed: int) -> tuple[np.ndarray, float]:

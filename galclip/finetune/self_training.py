@@ -33,6 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from galclip.data.dataset import SurveyDataset, collate
 from galclip.encode import HEAD_IMAGE_VECTOR, encode_batch
+from galclip.finetune.features import extract_features, feature_tensors
+from galclip.finetune.head_training import predict
 from galclip.finetune.heads import FusionClassifier, modality_dropout
 from galclip.pretrain.augment import AugmentConfig, augment_images
 
@@ -227,9 +229,6 @@ def self_train(model: Any, teacher: FusionClassifier, dataset: SurveyDataset, y:
 def _probabilities(model: Any, head: FusionClassifier, dataset: SurveyDataset, tabular: np.ndarray | None,
                    progress: bool) -> np.ndarray:
     """Every row's merger probability from a student (its tower averaging its views)."""
-    from galclip.finetune.features import extract_features, feature_tensors
-    from galclip.finetune.head_training import predict
-
     feats = extract_features(model, dataset, progress=progress)
     return predict(head, feature_tensors(feats, np.arange(len(dataset)), tabular, keep=head.modalities))
 
@@ -260,3 +259,45 @@ def _one_round(model: Any, teacher: FusionClassifier, dataset: SurveyDataset, y:
     model.eval().cpu()
     head.eval().cpu()
     return model, head, rows
+
+
+@dataclasses.dataclass
+class Student:
+    """A self-trained student as ``finetune`` saves it and ``evaluate`` scores it."""
+
+    model: Any
+    head: FusionClassifier
+    features: dict[str, np.ndarray]  # every row, from the student's tower
+    tabular: np.ndarray | None  # the statistics with flagged fits repaired from *its* representation
+    repair: Any  # that repair (None: nothing repaired), stored with the head for predict
+    p_teacher: np.ndarray  # every row
+    p_student: np.ndarray  # every row
+    threshold: float
+
+
+def teach(model: Any, teacher: FusionClassifier, teacher_thr: float, dataset: SurveyDataset, y: np.ndarray,
+          train_idx: np.ndarray, feats: dict[str, np.ndarray], tab: np.ndarray | None, cfg: SelfTrainConfig, *,
+          keep: Sequence[str], balanced: bool, repair: Any = None, modality_p: float = 0.0,
+          tabular_names: Sequence[str] | None = None, batch_size: int = 64, out: str | Path = ".",
+          progress: bool = True) -> Student:
+    """The whole self-training step of ``finetune`` and ``evaluate``: the teacher's probabilities of
+    every row (``feats``/``tab``: the frozen features and statistics it read), the student trained
+    on them, its features, its statistics and its threshold.
+
+    ``repair``: ``(tabular config, measured statistics, their names, morphology flag, fit rows)``
+    to refit the flagged fits' repair on the student's representation, as predict will apply it."""
+    from galclip.finetune.tabular_inputs import repaired_tabular
+
+    everything = np.arange(len(dataset))
+    p_teacher = predict(teacher, feature_tensors(feats, everything, tab, keep=keep))
+    model, head, rows = self_train(model, teacher, dataset, y, train_idx, p_teacher, feats["has_image"].astype(bool),
+                                   cfg, balanced=balanced, modality_p=modality_p, tabular=tab,
+                                   tabular_names=tabular_names, out=out, progress=progress)
+    student = extract_features(model, dataset, tokens=head.needs_tokens, batch_size=batch_size, progress=progress)
+    fitted = None
+    if repair is not None:
+        tcfg, measured, names, flag, fit_rows = repair
+        tab, fitted = repaired_tabular(tcfg, measured, names, student["image"], flag, fit_rows)
+    p_student = predict(head, feature_tensors(student, everything, tab, keep=keep))
+    thr = student_threshold(p_teacher, p_student, np.setdiff1d(rows, train_idx), teacher_thr)
+    return Student(model, head, student, tab, fitted, p_teacher, p_student, thr)

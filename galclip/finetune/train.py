@@ -29,7 +29,7 @@ from galclip.finetune.head_training import HeadTrainConfig, fit_with_threshold, 
 from galclip.finetune.heads import FusionClassifier, HeadConfig
 from galclip.finetune.labels import evaluate_predictions, labeled_dataset, merger_probability, n_classes
 from galclip.finetune.sampling import holdout_split, stratified_budget
-from galclip.finetune.self_training import SelfTrainConfig, self_train, student_threshold
+from galclip.finetune.self_training import SelfTrainConfig, Student, teach
 from galclip.finetune.repair import repair_dict
 from galclip.finetune.tabular_inputs import (TabularInputConfig, build_tabular, image_blind, prep_to_dict,
                                              repaired_tabular)
@@ -179,28 +179,15 @@ def save_own_encoder(cfg: FinetuneConfig, model: Any, mcfg: Any, out: Path, sha:
 
 def _self_trained(cfg: FinetuneConfig, model: Any, mcfg: Any, teacher: FusionClassifier, thr: float,
                   dataset: SurveyDataset, y: np.ndarray, train_idx: np.ndarray, feats: dict[str, np.ndarray],
-                  tab: np.ndarray | None, measured_tab: np.ndarray | None, tab_names: list[str],
-                  fit_rows: np.ndarray, out: Path, ckpt_sha: str) -> tuple[Any, FusionClassifier, float, dict[str, np.ndarray],
-                                                            np.ndarray | None, Any, np.ndarray]:
-    """The student self-trained on the teacher's soft labels (saved to ``out/encoder``): its
-    model, head, threshold, features and statistics (flagged fits repaired from *its*
-    representation, as predict will), and the teacher's probabilities of every row."""
-    everything = np.arange(len(dataset))
-    p_teacher = predict(teacher, feature_tensors(feats, everything, tab, keep=cfg.modalities))
-    model, head, rows = self_train(model, teacher, dataset, y, train_idx, p_teacher, feats["has_image"].astype(bool),
-                                   cfg.self_train, balanced=cfg.train.class_balance != "none",
-                                   modality_p=cfg.train.modality_dropout, tabular=tab,
-                                   tabular_names=tabular_names(model, dataset), out=out, progress=cfg.progress)
-    save_own_encoder(cfg, model, dataclasses.replace(mcfg, image=dataclasses.replace(mcfg.image, eval_views=cfg.self_train.views)),
-                     out, ckpt_sha, "self_trained")
-    feats = extract_features(model, dataset, tokens=head.needs_tokens, batch_size=cfg.batch_size, progress=cfg.progress)
-    repair = None
-    if measured_tab is not None:
-        tab, repair = repaired_tabular(cfg.tabular, measured_tab, tab_names, feats["image"], morphology_flag(dataset),
-                                       fit_rows)
-    p_student = predict(head, feature_tensors(feats, everything, tab, keep=cfg.modalities))
-    thr = student_threshold(p_teacher, p_student, np.setdiff1d(rows, train_idx), thr)
-    return model, head, thr, feats, tab, repair, p_teacher
+                  tab: np.ndarray | None, repair: tuple | None, out: Path, ckpt_sha: str) -> Student:
+    """The student self-trained on the teacher's soft labels, its encoder saved to ``out/encoder``."""
+    student = teach(model, teacher, thr, dataset, y, train_idx, feats, tab, cfg.self_train, keep=cfg.modalities,
+                    balanced=cfg.train.class_balance != "none", repair=repair, modality_p=cfg.train.modality_dropout,
+                    tabular_names=tabular_names(model, dataset), batch_size=cfg.batch_size, out=out,
+                    progress=cfg.progress)
+    views = dataclasses.replace(mcfg.image, eval_views=cfg.self_train.views)
+    save_own_encoder(cfg, student.model, dataclasses.replace(mcfg, image=views), out, ckpt_sha, "self_trained")
+    return student
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
@@ -236,11 +223,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         save_own_encoder(cfg, model, mcfg, out, sha, "unfrozen")
     teacher = None
     if cfg.self_train.enabled:
-        thr_teacher, oof_teacher = thr, oof
-        model, head, thr, feats, tab, repair, p_teacher = _self_trained(cfg, model, mcfg, head, thr, dataset, y, train_idx,
-                                                                       feats, tab, measured_tab, tab_names, fit_rows, out,
-                                                                       sha)
-        teacher, oof = (p_teacher, thr_teacher, oof_teacher), None
+        remeasure = None if measured_tab is None else (cfg.tabular, measured_tab, tab_names, flag, fit_rows)
+        st = _self_trained(cfg, model, mcfg, head, thr, dataset, y, train_idx, feats, tab, remeasure, out, sha)
+        teacher, oof = (st.p_teacher, thr, oof), None
+        model, head, thr, feats, tab, repair = st.model, st.head, st.threshold, st.features, st.tabular, st.repair
 
     everything = np.arange(len(dataset))
     variants = {"both": list(cfg.modalities)} | {f"{m}_only": [m] for m in cfg.modalities if len(cfg.modalities) > 1}

@@ -12,7 +12,8 @@ head (the teacher) and its self-trained student. The test galaxies' labels are n
 it; their images are part of the unlabelled survey it self-trains on. From its predictions
 table: ``student`` (``p_merger``) and ``teacher`` (``p_merger_teacher``) ROC AUC on the test
 galaxies, against ``morph_lr`` (the statistics + logistic regression, evaluate's C = 0.3) on
-the same draw, with bootstrap intervals of the paired differences over the draws.
+the same draw, with bootstrap intervals of the paired differences over the draws. Rows whose
+label is missing (NaN) are unlabelled survey: never drawn, never tested, self-trained on.
 Writes ``benchmarks/results/self_training_<name>.json`` (entries ``<budget>[/<tag>]``).
 """
 from __future__ import annotations
@@ -85,7 +86,9 @@ def main() -> None:
     args = ap.parse_args()
     ds = SurveyDataset(DataConfig(path=args.data))
     ids = ds.column(S.OBJECT_ID).astype(str)
-    y = (np.nan_to_num(ds.column(args.label).astype(float)) > 0).astype(int)
+    raw = ds.column(args.label).astype(float)
+    known = np.flatnonzero(np.isfinite(raw))  # rows without a label: unlabelled survey, never drawn or tested
+    y = (np.nan_to_num(raw) > 0).astype(int)
     tab, names, _ = build_tabular(ds, TabularInputConfig(columns=[], morphology=True), np.arange(len(ds)))
     xm = np.nan_to_num(tab[:, morphology_columns(names)])
     path = ROOT / "benchmarks" / "results" / f"self_training_{args.name}.json"
@@ -97,7 +100,8 @@ def main() -> None:
         for budget in args.budgets.split(","):
             n = int(budget)
             res: dict[str, list[float]] = {"student": [], "teacher": [], "morph_lr": [], "seconds": []}
-            for s, (tr, te) in enumerate(draws(y, n, args.draws)):
+            for s, (tr, te) in enumerate(draws(y[known], n, args.draws)):
+                tr, te = known[tr], known[te]
                 t0 = time.perf_counter()
                 labels, run = work / f"labels_{n}_{s}.csv", work / f"run_{n}_{s}"
                 write_labels(labels, ids, y, tr, args.label)

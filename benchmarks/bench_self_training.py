@@ -12,7 +12,8 @@ head (the teacher) and its self-trained student. The test galaxies' labels are n
 it; their images are part of the unlabelled survey it self-trains on. From its predictions
 table: ``student`` (``p_merger``) and ``teacher`` (``p_merger_teacher``) ROC AUC on the test
 galaxies, against ``morph_lr`` (the statistics + logistic regression, evaluate's C = 0.3) on
-the same draw, with bootstrap intervals of the paired differences over the draws. Rows whose
+the same draw, with bootstrap intervals of the paired differences over the draws. ``student_bacc`` / ``teacher_bacc``: balanced accuracy of the flags as shipped (the
+student's label-free threshold, the teacher's out-of-fold one). Rows whose
 label is missing (NaN) are unlabelled survey: never drawn, never tested, self-trained on.
 Writes ``benchmarks/results/self_training_<name>.json`` (entries ``<budget>[/<tag>]``).
 """
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,7 +100,8 @@ def main() -> None:
     try:
         for budget in args.budgets.split(","):
             n = int(budget)
-            res: dict[str, list[float]] = {"student": [], "teacher": [], "morph_lr": [], "seconds": []}
+            res: dict[str, list[float]] = {"student": [], "teacher": [], "morph_lr": [], "student_bacc": [],
+                                           "teacher_bacc": [], "seconds": []}
             for s, (tr, te) in enumerate(draws(y[known], n, args.draws)):
                 tr, te = known[tr], known[te]
                 t0 = time.perf_counter()
@@ -112,8 +114,13 @@ def main() -> None:
                     *args.override])
                 run_finetune(cfg)
                 p = read_scores(run / "predictions.csv")
+                thr = json.loads((run / "metrics.json").read_text())
                 res["student"].append(roc_auc_score(y[te], p["p_merger"][te]))
                 res["teacher"].append(roc_auc_score(y[te], p["p_merger_teacher"][te]))
+                # the flags as shipped: the student's label-free threshold against the teacher's
+                res["student_bacc"].append(balanced_accuracy_score(y[te], p["p_merger"][te] >= thr["threshold"]))
+                res["teacher_bacc"].append(balanced_accuracy_score(
+                    y[te], p["p_merger_teacher"][te] >= thr["teacher"]["threshold"]))
                 res["morph_lr"].append(roc_auc_score(y[te], morphology_lr(xm[tr], y[tr], xm[te], args.morph_c, 3,
                                                                           seed=0)[0]))
                 res["seconds"].append(time.perf_counter() - t0)

@@ -151,12 +151,12 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
                             tabular=tab, tabular_names=tabular_names(model, dataset))
     loader = DataLoader(_Labeled(np.sort(tr)), batch_size=min(cfg.unfrozen_batch_size, len(tr)), shuffle=True,
                         collate_fn=collate, num_workers=0, drop_last=len(tr) > cfg.unfrozen_batch_size)
-    trainer = pl.Trainer(max_epochs=cfg.unfrozen_epochs, accelerator="cpu", devices=1, logger=False,
+    trainer = pl.Trainer(max_epochs=cfg.unfrozen_epochs, accelerator="auto", devices=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=cfg.progress, enable_model_summary=False,
                          default_root_dir=str(out))
     trainer.fit(module, loader)
-    model.eval()
-    head.eval()
+    model.eval().cpu()  # a GPU-trained tower comes back: features and heads are read on the CPU
+    head.eval().cpu()
     thr = 0.5
     if va.size:
         sub = dataset.subset(np.sort(va))

@@ -12,9 +12,10 @@ head (the teacher) and its self-trained student. The test galaxies' labels are n
 it; their images are part of the unlabelled survey it self-trains on. From its predictions
 table: ``student`` (``p_merger``) and ``teacher`` (``p_merger_teacher``) ROC AUC on the test
 galaxies, against ``morph_lr`` (the statistics + logistic regression, evaluate's C = 0.3) on
-the same draw, with bootstrap intervals of the paired differences over the draws. ``student_bacc`` / ``teacher_bacc``: balanced accuracy of the flags as shipped (the
-student's label-free threshold, the teacher's out-of-fold one). Rows whose
-label is missing (NaN) are unlabelled survey: never drawn, never tested, self-trained on.
+the same draw, with bootstrap intervals of the paired differences over the draws.
+``student_bacc`` / ``teacher_bacc``: balanced accuracy of the flags as shipped (the student's
+label-free threshold, the teacher's out-of-fold one). Rows whose label is missing (NaN) are
+unlabelled survey: never drawn, never tested, self-trained on.
 Writes ``benchmarks/results/self_training_<name>.json`` (entries ``<budget>[/<tag>]``).
 """
 from __future__ import annotations

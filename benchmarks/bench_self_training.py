@@ -115,13 +115,13 @@ def main() -> None:
                     *args.override])
                 run_finetune(cfg)
                 p = read_scores(run / "predictions.csv")
-                thr = json.loads((run / "metrics.json").read_text())
+                metrics = json.loads((run / "metrics.json").read_text())
                 res["student"].append(roc_auc_score(y[te], p["p_merger"][te]))
                 res["teacher"].append(roc_auc_score(y[te], p["p_merger_teacher"][te]))
                 # the flags as shipped: the student's label-free threshold against the teacher's
-                res["student_bacc"].append(balanced_accuracy_score(y[te], p["p_merger"][te] >= thr["threshold"]))
+                res["student_bacc"].append(balanced_accuracy_score(y[te], p["p_merger"][te] >= metrics["threshold"]))
                 res["teacher_bacc"].append(balanced_accuracy_score(
-                    y[te], p["p_merger_teacher"][te] >= thr["teacher"]["threshold"]))
+                    y[te], p["p_merger_teacher"][te] >= metrics["teacher"]["threshold"]))
                 res["morph_lr"].append(roc_auc_score(y[te], morphology_lr(xm[tr], y[tr], xm[te], args.morph_c, 3,
                                                                           seed=0)[0]))
                 res["seconds"].append(time.perf_counter() - t0)

@@ -23,6 +23,16 @@ from galclip.finetune.labels import class_weights
 log = logging.getLogger(__name__)
 
 
+def fit_on_one_device(module: pl.LightningModule, loader: Any, out: str, progress: bool, **limits: Any) -> None:
+    """Fit a fine-tuning module on one device (a GPU when there is one; no logs or checkpoints:
+    the caller saves what it keeps), then hand its networks back in eval mode on the CPU, where
+    features and heads are read. ``limits``: ``max_epochs`` / ``max_steps``."""
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=out, **limits)
+    trainer.fit(module, loader)
+    module.eval().cpu()
+
+
 def tower_blocks(tower: nn.Module) -> list[list[nn.Parameter]]:
     """Parameters of a tower grouped bottom → top into blocks.
 

@@ -36,6 +36,7 @@ from galclip.encode import HEAD_IMAGE_VECTOR, encode_batch
 from galclip.finetune.features import extract_features, feature_tensors
 from galclip.finetune.head_training import predict
 from galclip.finetune.heads import FusionClassifier, modality_dropout
+from galclip.finetune.lightning import fit_on_one_device
 from galclip.pretrain.augment import AugmentConfig, augment_images
 
 log = logging.getLogger(__name__)
@@ -249,15 +250,10 @@ def _one_round(model: Any, teacher: FusionClassifier, dataset: SurveyDataset, y:
                         generator=torch.Generator().manual_seed(cfg.seed))
     steps = max(cfg.epochs * len(loader), cfg.min_steps)
     module = StudentModule(model, head, cfg, steps, pos_weight, modality_p, tabular, tabular_names)
-    trainer = pl.Trainer(max_steps=steps, max_epochs=-1, accelerator="auto", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                         default_root_dir=str(out))
     module.train()
     model.spectrum_encoder.eval()
-    trainer.fit(module, loader)
+    fit_on_one_device(module, loader, str(out), progress, max_steps=steps, max_epochs=-1)
     model.image_encoder.eval_views = cfg.views
-    model.eval().cpu()
-    head.eval().cpu()
     return model, head, rows
 
 

@@ -117,11 +117,10 @@ class FinetuneConfig:
 def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, factory: Callable[[], FusionClassifier],
                   train_idx: np.ndarray, y: np.ndarray, tab: np.ndarray | None, out: Path) -> tuple[Any, FusionClassifier, float]:
     """End-to-end training of the top encoder blocks + head; threshold on a validation split."""
-    import pytorch_lightning as pl
     from torch.utils.data import DataLoader, Dataset
 
     from galclip.data.dataset import collate
-    from galclip.finetune.lightning import FinetuneModule
+    from galclip.finetune.lightning import FinetuneModule, fit_on_one_device
     from galclip.finetune.metrics import choose_threshold
 
     yl = y[train_idx].astype(int)
@@ -151,12 +150,7 @@ def _unfrozen_fit(cfg: FinetuneConfig, model: Any, dataset: SurveyDataset, facto
                             tabular=tab, tabular_names=tabular_names(model, dataset))
     loader = DataLoader(_Labeled(np.sort(tr)), batch_size=min(cfg.unfrozen_batch_size, len(tr)), shuffle=True,
                         collate_fn=collate, num_workers=0, drop_last=len(tr) > cfg.unfrozen_batch_size)
-    trainer = pl.Trainer(max_epochs=cfg.unfrozen_epochs, accelerator="auto", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=cfg.progress, enable_model_summary=False,
-                         default_root_dir=str(out))
-    trainer.fit(module, loader)
-    model.eval().cpu()  # a GPU-trained tower comes back: features and heads are read on the CPU
-    head.eval().cpu()
+    fit_on_one_device(module, loader, str(out), cfg.progress, max_epochs=cfg.unfrozen_epochs)
     thr = 0.5
     if va.size:
         sub = dataset.subset(np.sort(va))
